@@ -1,0 +1,69 @@
+"""Clipped SGD of CELGC (Liu et al., NeurIPS 2022): x <- x - min(eta, gamma / ||g||) * d."""
+from __future__ import annotations
+
+import torch
+
+from repro.optim import OPTIMIZERS
+
+
+class ClippedSGD(torch.optim.Optimizer):
+    """SGD whose step size is ``min(lr, clip / ||g||)``.
+
+    ``||g||`` is the norm of the stochastic gradient over *all* parameters (one global norm, as in the
+    authors' ``SGDClipGrad`` with ``clipping_option='local'``); the direction ``d`` is that gradient plus
+    ``weight_decay * x``, passed through heavy-ball momentum when ``momentum > 0``. Under gradient
+    all-reduce every step, ``g`` is the averaged gradient: that is the naive parallel-clipping baseline.
+    Both ``lr`` and ``clip`` are scaled by schedules (the authors decay both by 10 on CIFAR).
+    """
+
+    scaled_hparams = ("lr", "clip")
+
+    def __init__(self, params, lr: float, clip: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay))
+        self._clipped = 0
+        self._steps = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))) if grads else 0.0
+        clipped = False
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            direction = [p.grad for p in params]
+            if group["weight_decay"]:
+                direction = torch._foreach_add(direction, params, alpha=group["weight_decay"])
+            if group["momentum"]:
+                bufs = []
+                for p, d in zip(params, direction):
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = d.detach().clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(d)
+                    bufs.append(state["momentum_buffer"])
+                direction = bufs
+            # 1e-10 guards against a zero gradient, as in the authors' code.
+            ceiling = group["clip"] / (norm + 1e-10)
+            clipped |= ceiling < group["lr"]
+            torch._foreach_add_(params, direction, alpha=-min(group["lr"], ceiling))
+        self._steps += 1
+        self._clipped += int(clipped)
+        return loss
+
+    def pop_metrics(self) -> dict[str, float]:
+        """Fraction of steps since the last call whose step size was set by the clipping threshold."""
+        frac = self._clipped / self._steps if self._steps else float("nan")
+        self._clipped = self._steps = 0
+        return {"clip_fraction": frac}
+
+
+@OPTIMIZERS.register("clipped-sgd")
+def clipped_sgd(params, lr: float = 1.0, clip: float = 1.0, momentum: float = 0.0, weight_decay: float = 0.0):
+    return ClippedSGD(params, lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay)

@@ -1,0 +1,138 @@
+"""Turn a task's preset plus the user's flags into a resolved, validated run spec (plain JSON data).
+
+Validation happens here, in the launching process, so bad input fails with one line before any worker
+starts or anything is written.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+
+from repro import optim, schedules, sync
+from repro.errors import UsageError
+from repro.runlog import config_hash
+from repro.task import TASKS
+
+# Paper algorithms as (optimizer, sync policy) pairs; explicit --optimizer / --sync flags override them.
+ALGORITHMS: dict[str, tuple[str, str]] = {
+    "celgc": ("clipped-sgd", "periodic"),  # communication-efficient local gradient clipping
+    "naive-parallel-clip": ("clipped-sgd", "every-step"),  # the CELGC paper's baseline
+    "local-sgd": ("sgd", "periodic"),
+    "minibatch-sgd": ("sgd", "every-step"),
+}
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for; ``None`` means: take the preset's value."""
+
+    task: str
+    preset: str = "quick"
+    algo: str | None = None
+    optimizer: str | None = None
+    hparams: dict = field(default_factory=dict)  # only the flags the user gave
+    sync: str | None = None
+    sync_options: dict = field(default_factory=dict)
+    schedule: str | None = None
+    task_options: dict = field(default_factory=dict)
+    machines: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    seed: int | None = None
+
+
+def _accepted(fn) -> set[str]:
+    return set(inspect.signature(fn).parameters) - {"params", "epochs"}
+
+
+def _split(section: dict) -> tuple[str, dict]:
+    section = dict(section)
+    return section.pop("name"), section
+
+
+def resolve(req: RunRequest) -> dict:
+    task_cls = TASKS.get(req.task)
+    if req.preset not in task_cls.presets:
+        raise UsageError(f"unknown preset {req.preset!r} for {req.task} (known: {', '.join(sorted(task_cls.presets))})")
+    preset = copy.deepcopy(task_cls.presets[req.preset])
+
+    opt_default, sync_default = None, None
+    if req.algo is not None:
+        if req.algo not in ALGORITHMS:
+            raise UsageError(f"unknown algo {req.algo!r} (known: {', '.join(sorted(ALGORITHMS))})")
+        opt_default, sync_default = ALGORITHMS[req.algo]
+
+    # Optimizer: preset hyperparameters apply where the chosen optimizer takes them; the user's must apply.
+    opt_name, opt_preset = _split(preset["optimizer"])
+    opt_name = req.optimizer or opt_default or opt_name
+    accepted = optim.accepted_hparams(opt_name)
+    hparams = {k: v for k, v in opt_preset.items() if k in accepted}
+    hparams.update(req.hparams)
+    optim.make(opt_name, [torch.zeros(1, requires_grad=True)], **hparams)  # validates names and values
+
+    sync_name, sync_preset = _split(preset.get("sync", {"name": "none"}))
+    sync_name = req.sync or sync_default or sync_name
+    accepted = _accepted(sync.SYNC_POLICIES.get(sync_name))
+    bad = sorted(set(req.sync_options) - accepted)
+    if bad:
+        raise UsageError(f"--{bad[0]} does not apply to sync policy {sync_name!r}")
+    sync_options = {k: v for k, v in sync_preset.items() if k in accepted} | req.sync_options
+    sync.make(sync_name, **sync_options)
+
+    train = preset.get("train", {})
+    epochs = req.epochs if req.epochs is not None else train.get("epochs", 1)
+    machines = req.machines if req.machines is not None else train.get("machines", 1)
+    seed = req.seed if req.seed is not None else train.get("seed", 0)
+    if epochs < 1:
+        raise UsageError(f"epochs must be >= 1, got {epochs}")
+    if machines < 1:
+        raise UsageError(f"machines must be >= 1, got {machines}")
+    if req.max_steps is not None and req.max_steps < 1:
+        raise UsageError(f"max-steps must be >= 1, got {req.max_steps}")
+
+    sched_name, sched_options = _split(preset.get("schedule", {"name": "constant"}))
+    if req.schedule is not None and req.schedule != sched_name:
+        sched_name, sched_options = req.schedule, {}
+    schedules.make(sched_name, epochs, **sched_options)
+
+    task_options = dataclasses.asdict(task_cls.parse_options({**preset.get("task", {}), **req.task_options}))
+    return {
+        "task": {"name": req.task, "preset": req.preset, "options": task_options},
+        "optimizer": {"name": opt_name, "hparams": hparams},
+        "sync": {"name": sync_name, "options": sync_options},
+        "schedule": {"name": sched_name, "options": sched_options},
+        "train": {"epochs": epochs, "max_steps": req.max_steps, "seed": seed, "machines": machines},
+    }
+
+
+def prepare_data(spec: dict) -> dict:
+    """Find, download and checksum the data once, before workers start (raises UsageError)."""
+    task_cls = TASKS.get(spec["task"]["name"])
+    options = task_cls.prepare(task_cls.parse_options(spec["task"]["options"]))
+    spec = copy.deepcopy(spec)
+    spec["task"]["options"] = dataclasses.asdict(options)
+    return spec
+
+
+# Task options that locate things but do not change results stay out of a run's identity.
+LOCATION_OPTIONS = ("data_dir",)
+
+
+def identity(spec: dict, world_size: int) -> str:
+    ident = copy.deepcopy({k: spec[k] for k in ("task", "optimizer", "sync", "schedule", "train")})
+    for key in LOCATION_OPTIONS:
+        ident["task"]["options"].pop(key, None)
+    ident["train"]["world_size"] = world_size
+    return config_hash(ident)
+
+
+def label(spec: dict, world_size: int) -> str:
+    parts = [spec["optimizer"]["name"], spec["sync"]["name"]]
+    if "interval" in spec["sync"]["options"]:
+        parts[-1] += f"-I{spec['sync']['options']['interval']}"
+    parts += [f"N{world_size}", spec["task"]["preset"]]
+    return "_".join(parts)

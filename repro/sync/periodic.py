@@ -1,0 +1,40 @@
+"""Model averaging every ``interval`` local steps (local SGD / CELGC): parameters and float buffers."""
+import torch.distributed as dist
+from torch.distributed.algorithms.model_averaging.utils import average_parameters
+
+from repro.errors import UsageError
+from repro.sync import SYNC_POLICIES, SyncPolicy, float_state
+
+
+class PeriodicAveraging(SyncPolicy):
+    def __init__(self, interval: int):
+        super().__init__()
+        if interval < 1:
+            raise UsageError(f"interval must be >= 1, got {interval}")
+        self.interval = interval
+        self.steps_since_sync = 0
+
+    def after_step(self, model):
+        self.steps_since_sync += 1
+        if self.steps_since_sync == self.interval:
+            self.synchronize(model)
+
+    def synchronize(self, model):
+        # Averaging twice in a row is a no-op, so evaluation right after a scheduled sync costs nothing.
+        if self.steps_since_sync and dist.is_initialized() and dist.get_world_size() > 1:
+            state = float_state(model)
+            average_parameters(iter(state), dist.group.WORLD)  # torch's flattened one-call averager
+            self.count(state)
+        self.steps_since_sync = 0
+
+    def state_dict(self):
+        return {**super().state_dict(), "steps_since_sync": self.steps_since_sync}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.steps_since_sync = state["steps_since_sync"]
+
+
+@SYNC_POLICIES.register("periodic")
+def periodic(interval: int = 1):
+    return PeriodicAveraging(interval)

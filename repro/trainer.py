@@ -1,0 +1,161 @@
+"""The one training loop: task x optimizer x sync policy. It never branches on a component's name."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+
+from repro.optim import optimizer_metrics, scaled_hparams
+from repro.sync import SyncPolicy
+from repro.task import Batch, Task
+
+BASE_COLUMNS = ("epoch", "iteration", "grad_evals", "wall_seconds", "train_loss", "lr", "clip_fraction",
+                "comm_rounds", "comm_bytes")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    max_steps: int | None = None  # stop early (smoke tests); the last row is still a full evaluation
+
+
+class RowSink(Protocol):
+    def write(self, row: dict) -> None: ...
+
+
+class Progress(Protocol):
+    def start_epoch(self, epoch: int, total: int) -> None: ...
+    def advance(self, samples: int, text: str) -> None: ...
+    def end_epoch(self, row: dict) -> None: ...
+
+
+class BatchFeed:
+    """Hands out one batch per closure call. A two-gradient optimizer may draw past the end of an epoch;
+    it then reads on into the next epoch's stream, which the trainer takes as the epoch boundary."""
+
+    def __init__(self, batches: Callable[[int], Iterator[Batch]]):
+        self._batches = batches
+        self.epoch = -1
+        self.rolled_over = False
+
+    def open(self, epoch: int) -> None:
+        self.epoch, self.rolled_over = epoch, False
+        self._it = iter(self._batches(epoch))
+        self._ahead = next(self._it, None)
+
+    def next(self) -> Batch:
+        if self._ahead is None:
+            self.open(self.epoch + 1)
+            self.rolled_over = True
+        batch, self._ahead = self._ahead, next(self._it, None)
+        return batch
+
+    @property
+    def epoch_done(self) -> bool:
+        return self._ahead is None or self.rolled_over
+
+
+def _all_sum(values: list[float], device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)  # bookkeeping, not counted as the algorithm's communication
+    return t.tolist()
+
+
+def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedule: Callable[[int], float],
+          config: TrainConfig, sink: RowSink | None, progress: Progress, device) -> dict:
+    model = task.model
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    keys = scaled_hparams(optimizer)
+    for group in optimizer.param_groups:  # lr_0, for schedules and AdamW's lr_t / lr_0
+        group.setdefault("initial_lr", group["lr"])
+    initial = [{k: g[k] for k in keys} for g in optimizer.param_groups]
+    scheduled = initial
+
+    feed = BatchFeed(task.train_batches)
+    loss_sum = samples = 0.0
+    iteration = grad_evals = 0
+    train_seconds = 0.0
+    last_row: dict = {}
+
+    def set_hparams(scale: float) -> None:
+        for group, values in zip(optimizer.param_groups, scheduled):
+            for k, v in values.items():
+                group[k] = v * scale
+
+    def closure():
+        nonlocal loss_sum, samples, grad_evals
+        batch = feed.next()
+        set_hparams(batch.lr_scale)
+        optimizer.zero_grad(set_to_none=True)
+        objective, data_loss = task.training_loss(batch)
+        objective.backward()
+        sync.on_gradients(model)
+        loss_sum += float(data_loss.detach()) * batch.samples
+        samples += batch.samples
+        grad_evals += 1
+        return objective
+
+    epoch, stop = 0, False
+    while epoch < config.epochs and not stop:
+        scheduled = [{k: v * schedule(epoch) for k, v in values.items()} for values in initial]
+        if feed.epoch != epoch:
+            feed.open(epoch)
+        model.train()
+        progress.start_epoch(epoch, getattr(task, "samples_per_epoch", 0))
+        started = time.perf_counter()
+        while True:
+            before = samples
+            optimizer.step(closure)
+            set_hparams(1.0)  # leave the scheduled values in place for logging and checkpoints
+            sync.after_step(model)
+            iteration += 1
+            progress.advance(int(samples - before) * world, task.describe(loss_sum / max(samples, 1)))
+            if config.max_steps is not None and iteration >= config.max_steps:
+                stop = True
+            if stop or feed.epoch_done:
+                break
+        train_seconds += time.perf_counter() - started
+        epoch += 1
+
+        total_loss, total_samples = _all_sum([loss_sum, samples], device)
+        train_loss = total_loss / max(total_samples, 1)
+        diverged = not math.isfinite(train_loss)  # identical on every worker: all stop together
+        final = stop or diverged or epoch >= config.epochs
+        row = {"epoch": epoch, "iteration": iteration, "grad_evals": grad_evals,
+               "wall_seconds": round(train_seconds, 3), "train_loss": train_loss,
+               "lr": optimizer.param_groups[0]["lr"], "status": "diverged" if diverged else ("done" if final else "")}
+        stats = optimizer_metrics(optimizer)
+        if stats:
+            names = sorted(stats)
+            reduced = _all_sum([stats[n] for n in names], device)
+            row.update({n: v / world for n, v in zip(names, reduced)})
+        if not diverged:
+            row.update(evaluate(task, sync, task.final_splits if final else task.eval_splits, device))
+        row.update(comm_rounds=sync.comm_rounds, comm_bytes=sync.comm_bytes)
+        if sink is not None:
+            sink.write(row)
+        progress.end_epoch(row)
+        loss_sum = samples = 0.0
+        last_row = row
+        stop = stop or diverged
+    return last_row
+
+
+@torch.no_grad()
+def evaluate(task: Task, sync: SyncPolicy, splits: tuple[str, ...], device) -> dict[str, float]:
+    """Metrics of the synchronized (averaged) model; each worker scores its shard of every split."""
+    sync.synchronize(task.model)
+    task.model.eval()
+    metrics: dict[str, float] = {}
+    for split in splits:
+        sums = task.eval_sums(split).to(device=device, dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(sums)
+        metrics.update(task.eval_metrics(split, sums.cpu()))
+    task.model.train()
+    return metrics
