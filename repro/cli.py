@@ -178,16 +178,16 @@ def main() -> None:
 
     try:
         command = typer.main.get_command(app)
-        command.main(sys.argv[1:], prog_name="repro", standalone_mode=False)
+        command.main(sys.argv[1:] or ["--help"], prog_name="repro", standalone_mode=False)
     except UsageError as e:
         print(f"repro: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
-        print("repro: aborted", file=sys.stderr)
-        sys.exit(130)
-    except click.exceptions.ClickException as e:  # bad flag, non-numeric value...
-        print(f"repro: error: {e.format_message()}", file=sys.stderr)
-        sys.exit(2)
+    except (click.exceptions.ClickException, typer.exceptions.TyperException) as e:  # bad flag, non-number...
+        if hasattr(e, "format_message"):
+            print(f"repro: error: {e.format_message()}".replace("\n", " "), file=sys.stderr)
+            sys.exit(2)
+        code = getattr(e, "exit_code", None)  # Exit (help shown) or Abort (Ctrl-C at a prompt)
+        sys.exit(130 if code is None else code)
     except WorkersFailed as e:
         print(f"repro: error: {e}", file=sys.stderr)
         sys.exit(1)

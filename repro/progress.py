@@ -16,7 +16,7 @@ class NullProgress:
 
 class RichProgress:
     def __init__(self, epochs: int, unit: str, metric_columns: tuple[str, ...]):
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, width=200 if not Console(stderr=True).is_terminal else None)
         self.epochs, self.unit, self.metric_columns = epochs, unit, metric_columns
         self._bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
                              TextColumn("{task.fields[text]}  {task.fields[rate]}"), TimeElapsedColumn(),
@@ -38,7 +38,7 @@ class RichProgress:
 
     def end_epoch(self, row: dict) -> None:
         shown = [f"{k} {row[k]:.4g}" for k in ("train_loss", *self.metric_columns) if isinstance(row.get(k), float)]
-        self._bar.console.print(f"epoch {row['epoch']:>3}  it {row['iteration']:>6}  {row['wall_seconds']:8.1f}s  "
+        self._bar.console.print(f"epoch {row['epoch']:>6.2f}  it {row['iteration']:>6}  {row['wall_seconds']:8.1f}s  "
                                 + "  ".join(shown) + (f"  [{row['status']}]" if row.get("status") else ""))
 
     def close(self) -> None:

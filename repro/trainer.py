@@ -14,7 +14,7 @@ from repro.sync import SyncPolicy
 from repro.task import Batch, Task
 
 BASE_COLUMNS = ("epoch", "iteration", "grad_evals", "wall_seconds", "train_loss", "lr", "clip_fraction",
-                "comm_rounds", "comm_bytes")
+                "comm_rounds", "comm_bytes", "worker_spread")
 
 
 @dataclass
@@ -79,6 +79,7 @@ def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedu
     feed = BatchFeed(task.train_batches)
     loss_sum = samples = 0.0
     iteration = grad_evals = 0
+    seen = 0.0  # samples over all workers, for the fractional epoch column
     train_seconds = 0.0
     last_row: dict = {}
 
@@ -124,9 +125,11 @@ def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedu
 
         total_loss, total_samples = _all_sum([loss_sum, samples], device)
         train_loss = total_loss / max(total_samples, 1)
+        seen += total_samples
+        per_epoch = getattr(task, "samples_per_epoch", 0)
         diverged = not math.isfinite(train_loss)  # identical on every worker: all stop together
         final = stop or diverged or epoch >= config.epochs
-        row = {"epoch": epoch, "iteration": iteration, "grad_evals": grad_evals,
+        row = {"epoch": round(seen / per_epoch, 4) if per_epoch else epoch, "iteration": iteration, "grad_evals": grad_evals,
                "wall_seconds": round(train_seconds, 3), "train_loss": train_loss,
                "lr": optimizer.param_groups[0]["lr"], "status": "diverged" if diverged else ("done" if final else "")}
         stats = optimizer_metrics(optimizer)
@@ -157,5 +160,18 @@ def evaluate(task: Task, sync: SyncPolicy, splits: tuple[str, ...], device) -> d
         if dist.is_initialized():
             dist.all_reduce(sums)
         metrics.update(task.eval_metrics(split, sums.cpu()))
+    metrics["worker_spread"] = worker_spread(task.model)
     task.model.train()
     return metrics
+
+
+@torch.no_grad()
+def worker_spread(model: torch.nn.Module) -> float:
+    """Largest difference of any parameter between two workers: 0 when all hold the same model."""
+    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return 0.0
+    high, low = flat.clone(), flat.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float((high - low).max())

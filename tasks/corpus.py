@@ -70,6 +70,16 @@ CORPORA: dict[str, CorpusSpec] = {
         archive_member_prefix="wikitext-2/",
         env_var="REPRO_WT2_DIR",
     ),
+    # Bring your own corpus: train.txt / valid.txt / test.txt, one sentence per line, no checksums.
+    "text": CorpusSpec(
+        name="text",
+        label="text corpus",
+        files={"train": "train.txt", "valid": "valid.txt", "test": "test.txt"},
+        md5={},
+        url="",
+        archive_member_prefix=None,
+        env_var="REPRO_TEXT_DIR",
+    ),
 }
 
 # (resolved path, size, mtime_ns) -> md5: a file is hashed once per process, not once per use.
@@ -122,6 +132,8 @@ def resolve_data_dir(spec: CorpusSpec, data_dir: str | os.PathLike | None) -> Pa
         raise DataError(f"{spec.display} data folder {directory} is not a readable directory")
 
     missing = [fn for fn in spec.files.values() if not (directory / fn).is_file()]
+    if missing and not spec.url:
+        raise DataError(_missing_message(spec, directory).replace(", or run once online to download them", ""))
     if missing:
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -132,12 +144,14 @@ def resolve_data_dir(spec: CorpusSpec, data_dir: str | os.PathLike | None) -> Pa
             raise DataError(_missing_message(spec, directory)) from e
 
     for fn in spec.files.values():
+        if fn not in spec.md5:  # a user's own corpus: nothing to verify against
+            continue
         try:
             actual = _md5(directory / fn)
         except OSError as e:
             raise DataError(f"cannot read {directory / fn}: {e.strerror or e}") from e
-        expected = spec.md5[fn]
-        if actual not in expected:
+        expected = spec.md5.get(fn)
+        if expected is not None and actual not in expected:
             raise DataError(f"{directory / fn} has md5 {actual}, expected {' or '.join(expected)}: "
                             f"replace it with the original file (or delete it to download again)")
     return directory

@@ -147,3 +147,10 @@ class WikiText2LanguageModel(LanguageModelTask):
         "paper": dict(task=dict(_AWD, batch_size=10, dropouth=0.2), optimizer=_PAPER_OPT,
                       sync=dict(name="periodic", interval=16), train=dict(epochs=300, machines=8, seed=1882)),
     }
+
+
+@TASKS.register("lstm-text")
+class TextLanguageModel(LanguageModelTask):
+    description = "LSTM word LM on your own corpus: train.txt, valid.txt, test.txt in --data-dir"
+    corpus_name = "text"
+    presets = {"quick": _QUICK}

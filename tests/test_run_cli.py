@@ -1,0 +1,112 @@
+"""End-to-end `repro run` / `repro sweep` with real worker processes (gloo) on a tiny corpus."""
+import json
+import math
+
+import pandas as pd
+import torch
+
+from conftest import run_repro
+
+TINY = ["--set", "emsize=16", "--set", "nhid=16", "--set", "bptt=5", "--batch-size", "4", "--quiet"]
+
+
+def _only_run(out, task="lstm-text"):
+    runs = sorted((out / task).iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _n_params(corpus_dir):
+    from repro.tasks.awd_lstm import RNNModel
+    from repro.tasks.corpus import CORPORA, Corpus
+
+    ntok = len(Corpus(corpus_dir, CORPORA["text"]).dictionary)
+    return sum(p.numel() for p in RNNModel(ntok, 16, 16, 2, tie_weights=True).parameters())
+
+
+def test_periodic_run_counts_rounds_and_bytes_and_ends_synchronized(tmp_path, tiny_corpus):
+    out = tmp_path / "results"
+    r = run_repro("run", "lstm-text", "--machines", 2, "--algo", "celgc", "--interval", 4, "--max-steps", 10,
+                  "--data-dir", tiny_corpus, "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    run_dir = _only_run(out)
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    last = rows.iloc[-1]
+    assert last["iteration"] == 10 and last["status"] == "done"
+    assert last["comm_rounds"] == math.ceil(10 / 4)  # after steps 4 and 8, then before the final evaluation
+    assert last["comm_bytes"] == last["comm_rounds"] * _n_params(tiny_corpus) * 4
+    assert last["worker_spread"] == 0.0  # all workers hold identical parameters after the sync
+    assert math.isfinite(last["test_ppl"]) and math.isfinite(last["val_ppl"])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["world_size"] == 2 and config["sync"] == {"name": "periodic", "options": {"interval": 4}}
+    assert config["optimizer"]["name"] == "clipped-sgd"
+    for key in ("torch", "python", "hostname", "git_commit", "command"):
+        assert key in config["environment"]
+    assert (run_dir / "summary.json").exists()
+
+
+def test_every_step_run_communicates_every_iteration(tmp_path, tiny_corpus):
+    out = tmp_path / "results"
+    r = run_repro("run", "lstm-text", "--machines", 2, "--optimizer", "clipped-sgd", "--sync", "every-step",
+                  "--max-steps", 7, "--data-dir", tiny_corpus, "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    last = pd.read_csv(_only_run(out) / "metrics.csv").iloc[-1]
+    assert last["comm_rounds"] == 7
+    assert last["comm_bytes"] == 7 * _n_params(tiny_corpus) * 4
+    assert last["worker_spread"] == 0.0
+
+
+def test_full_epochs_log_one_row_each_and_repeat_runs_never_overwrite(tmp_path, tiny_corpus):
+    out = tmp_path / "results"
+    args = ["run", "lstm-text", "--machines", 2, "--algo", "local-sgd", "--lr", 1.0, "--interval", 2,
+            "--epochs", 2, "--data-dir", tiny_corpus, "--out", out, *TINY]
+    assert run_repro(*args).returncode == 0
+    first = _only_run(out)
+    rows = pd.read_csv(first / "metrics.csv")
+    assert list(rows["epoch"].round(2)) == [1.0, 2.0]
+    assert rows["test_ppl"].isna().tolist() == [True, False]  # test perplexity on the final row only
+    before = (first / "metrics.csv").read_bytes()
+    assert run_repro(*args).returncode == 0
+    runs = sorted((out / "lstm-text").iterdir())
+    assert len(runs) == 2 and runs[0] == first and runs[1].name == first.name + "-r2"
+    assert (first / "metrics.csv").read_bytes() == before
+
+
+def test_sweep_runs_the_product_and_skips_completed(tmp_path, tiny_corpus):
+    out = tmp_path / "results"
+    args = ["sweep", "lstm-text", "--machines", 1, "--interval", "1,3", "--lr", "0.5,1", "--max-steps", 3,
+            "--data-dir", tiny_corpus, "--out", out, *TINY]
+    r = run_repro(*args)
+    assert r.returncode == 0, r.stderr
+    runs = sorted((out / "lstm-text").iterdir())
+    assert len(runs) == 4
+    assert {json.loads((d / "config.json").read_text())["sync"]["options"]["interval"] for d in runs} == {1, 3}
+    r = run_repro(*args)
+    assert r.returncode == 0 and r.stderr.count("(completed)") == 4
+    assert len(list((out / "lstm-text").iterdir())) == 4
+
+
+def test_two_nodes_on_one_machine_form_one_job(tmp_path, tiny_corpus):
+    """Two `repro run` commands as node 0 and node 1 of one job: world size = 2 x workers per node."""
+    import socket
+    import subprocess
+    import sys
+    import os
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "results"
+    common = ["-m", "repro", "run", "lstm-text", "--machines", "1", "--nodes", "2", "--master-port", str(port),
+              "--algo", "celgc", "--interval", "2", "--max-steps", "4", "--data-dir", str(tiny_corpus),
+              "--out", str(out), *map(str, TINY)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, *common, "--node-rank", str(rank)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    run_dir = _only_run(out)  # only node 0 (global rank 0) writes logs
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
+    last = pd.read_csv(run_dir / "metrics.csv").iloc[-1]
+    assert last["comm_rounds"] == 2 and last["worker_spread"] == 0.0
