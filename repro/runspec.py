@@ -105,7 +105,8 @@ def resolve(req: RunRequest) -> dict:
         "optimizer": {"name": opt_name, "hparams": hparams},
         "sync": {"name": sync_name, "options": sync_options},
         "schedule": {"name": sched_name, "options": sched_options},
-        "train": {"epochs": epochs, "max_steps": req.max_steps, "seed": seed, "machines": machines},
+        "train": {"epochs": epochs, "max_steps": req.max_steps, "seed": seed, "machines": machines,
+                  "average_after_nonmono": train.get("average_after_nonmono", 0)},
     }
 
 

@@ -9,18 +9,20 @@ from typing import Callable, Iterator, Protocol
 import torch
 import torch.distributed as dist
 
+from repro.iterate_average import TriggeredIterateAverage
 from repro.optim import optimizer_metrics, scaled_hparams
 from repro.sync import SyncPolicy
 from repro.task import Batch, Task
 
 BASE_COLUMNS = ("epoch", "iteration", "grad_evals", "wall_seconds", "train_loss", "lr", "clip_fraction",
-                "comm_rounds", "comm_bytes", "worker_spread")
+                "comm_rounds", "comm_bytes", "worker_spread", "averaged_iterate")
 
 
 @dataclass
 class TrainConfig:
     epochs: int
     max_steps: int | None = None  # stop early (smoke tests); the last row is still a full evaluation
+    average_after_nonmono: int = 0  # > 0: evaluate averaged iterates once val_loss stalls (authors' LM code)
 
 
 class RowSink(Protocol):
@@ -82,6 +84,7 @@ def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedu
     seen = 0.0  # samples over all workers, for the fractional epoch column
     train_seconds = 0.0
     last_row: dict = {}
+    averager = TriggeredIterateAverage(config.average_after_nonmono) if config.average_after_nonmono else None
 
     def set_hparams(scale: float) -> None:
         for group, values in zip(optimizer.param_groups, scheduled):
@@ -138,7 +141,16 @@ def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedu
             reduced = _all_sum([stats[n] for n in names], device)
             row.update({n: v / world for n, v in zip(names, reduced)})
         if not diverged:
-            row.update(evaluate(task, sync, task.final_splits if final else task.eval_splits, device))
+            splits = task.final_splits if final else task.eval_splits
+            if averager is not None and averager.active:
+                sync.synchronize(model)
+                averager.add(model)
+                with averager.swapped_in(model):
+                    row.update(evaluate(task, sync, splits, device), averaged_iterate=averager.count)
+            else:
+                row.update(evaluate(task, sync, splits, device))
+                if averager is not None:
+                    averager.observe(row["val_loss"])
         row.update(comm_rounds=sync.comm_rounds, comm_bytes=sync.comm_bytes)
         if sink is not None:
             sink.write(row)

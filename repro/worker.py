@@ -60,7 +60,9 @@ def run_worker(spec: dict) -> dict:
             progress = RichProgress(epochs, task.sample_unit, task.metric_columns)
         try:
             last = train(task, optimizer, policy, schedule,
-                         TrainConfig(epochs=epochs, max_steps=spec["train"].get("max_steps")), sink, progress, device)
+                         TrainConfig(epochs=epochs, max_steps=spec["train"].get("max_steps"),
+                                     average_after_nonmono=spec["train"].get("average_after_nonmono", 0)),
+                         sink, progress, device)
         finally:
             progress.close()
             if sink is not None:

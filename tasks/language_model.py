@@ -134,7 +134,8 @@ class PTBLanguageModel(LanguageModelTask):
     presets = {
         "quick": _QUICK,
         "paper": dict(task=dict(_AWD, batch_size=3, dropouth=0.25), optimizer=_PAPER_OPT,
-                      sync=dict(name="periodic", interval=16), train=dict(epochs=250, machines=8, seed=2020)),
+                      sync=dict(name="periodic", interval=16),
+                      train=dict(epochs=250, machines=8, seed=2020, average_after_nonmono=5)),
     }
 
 
@@ -145,7 +146,8 @@ class WikiText2LanguageModel(LanguageModelTask):
     presets = {
         "quick": _QUICK,
         "paper": dict(task=dict(_AWD, batch_size=10, dropouth=0.2), optimizer=_PAPER_OPT,
-                      sync=dict(name="periodic", interval=16), train=dict(epochs=300, machines=8, seed=1882)),
+                      sync=dict(name="periodic", interval=16),
+                      train=dict(epochs=300, machines=8, seed=1882, average_after_nonmono=5)),
     }
 
 
