@@ -57,7 +57,10 @@ def run(
     weight_decay: Optional[float] = typer.Option(None, help="Weight decay (lambda)."),
     sync: Optional[str] = typer.Option(None, help="Sync policy: every-step, periodic, none (overrides --algo)."),
     interval: Optional[int] = typer.Option(None, "--interval", "-I", help="Local steps between model averages (periodic)."),
-    schedule: Optional[str] = typer.Option(None, help="Step-size schedule: constant, step, cosine."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", "--scheduler", help="Step-size schedule: constant, step, cosine."),
+    no_bn: bool = typer.Option(False, "--no-bn", help="Build the network without any BatchNorm layer (task option bn=false)."),
+    loss_multiplier: Optional[float] = typer.Option(None, help="Multiply the training objective by c (scale-freeness test)."),
+    log_stats: list[int] = typer.Option([], "--log-stats", help="Record gradient/update magnitude histograms at this epoch (repeatable) into stats.npz."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (one epoch = the training set once, summed over workers)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps per worker (smoke test)."),
     batch_size: Optional[int] = typer.Option(None, help="Local (per-worker) batch size."),
@@ -84,6 +87,8 @@ def run(
         task_options[key.replace("-", "_")] = _parse_value(value)
     if batch_size is not None:
         task_options["batch_size"] = batch_size
+    if no_bn:
+        task_options["bn"] = False
     if data_dir is not None:
         task_options["data_dir"] = data_dir
     if nodes < 1 or not 0 <= node_rank < nodes:
@@ -91,7 +96,8 @@ def run(
     request = runspec.RunRequest(
         task=task, preset=preset, algo=algo, optimizer=optimizer, hparams=hparams, sync=sync,
         sync_options={} if interval is None else {"interval": interval}, schedule=schedule,
-        task_options=task_options, machines=machines, epochs=epochs, max_steps=max_steps, seed=seed)
+        task_options=task_options, machines=machines, epochs=epochs, max_steps=max_steps, seed=seed,
+        loss_multiplier=loss_multiplier, log_stats=list(log_stats))
     spec = runspec.resolve(request)
     world = spec["train"]["machines"] * nodes
     runlog.check_writable(out)

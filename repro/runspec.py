@@ -42,7 +42,10 @@ class RunRequest:
     machines: int | None = None
     epochs: int | None = None
     max_steps: int | None = None
+    eval_batches: int | None = None
     seed: int | None = None
+    loss_multiplier: float | None = None  # scale the training objective (AdamW paper's scale-freeness test)
+    log_stats: list[int] | None = None  # epochs (1-based) whose gradient/update magnitudes are recorded
 
 
 def _accepted(fn) -> set[str]:
@@ -69,6 +72,8 @@ def resolve(req: RunRequest) -> dict:
     # Optimizer: preset hyperparameters apply where the chosen optimizer takes them; the user's must apply.
     opt_name, opt_preset = _split(preset["optimizer"])
     opt_name = req.optimizer or opt_default or opt_name
+    # A preset may tune each optimizer separately (the AdamW paper's best (lr, lambda) per optimizer).
+    opt_preset.update(preset.get("optimizer_overrides", {}).get(opt_name, {}))
     accepted = optim.accepted_hparams(opt_name)
     hparams = {k: v for k, v in opt_preset.items() if k in accepted}
     hparams.update(req.hparams)
@@ -93,6 +98,11 @@ def resolve(req: RunRequest) -> dict:
         raise UsageError(f"machines must be >= 1, got {machines}")
     if req.max_steps is not None and req.max_steps < 1:
         raise UsageError(f"max-steps must be >= 1, got {req.max_steps}")
+    eval_batches = req.eval_batches
+    if eval_batches is None and req.max_steps is not None:
+        eval_batches = 20  # a smoke test should not spend minutes scoring the full test set
+    if eval_batches is not None and eval_batches < 1:
+        raise UsageError(f"eval-batches must be >= 1, got {eval_batches}")
 
     sched_name, sched_options = _split(preset.get("schedule", {"name": "constant"}))
     if req.schedule is not None and req.schedule != sched_name:
@@ -105,9 +115,27 @@ def resolve(req: RunRequest) -> dict:
         "optimizer": {"name": opt_name, "hparams": hparams},
         "sync": {"name": sync_name, "options": sync_options},
         "schedule": {"name": sched_name, "options": sched_options},
-        "train": {"epochs": epochs, "max_steps": req.max_steps, "seed": seed, "machines": machines,
-                  "average_after_nonmono": train.get("average_after_nonmono", 0)},
+        "train": {"epochs": epochs, "max_steps": req.max_steps, "eval_batches": eval_batches, "seed": seed,
+                  "machines": machines,
+                  "average_after_nonmono": train.get("average_after_nonmono", 0), **_extra_train(req, train)},
     }
+
+
+def _extra_train(req: RunRequest, train: dict) -> dict:
+    """Loss multiplier and stats epochs, validated; left out at their defaults so the identities of runs
+    that use neither stay what they were."""
+    extra = {}
+    mult = req.loss_multiplier if req.loss_multiplier is not None else train.get("loss_multiplier", 1.0)
+    if not (float(mult) > 0 and float(mult) != float("inf")):
+        raise UsageError(f"loss-multiplier must be a finite number > 0, got {mult}")
+    if float(mult) != 1.0:
+        extra["loss_multiplier"] = float(mult)
+    if req.log_stats:
+        bad = [e for e in req.log_stats if e < 1]
+        if bad:
+            raise UsageError(f"log-stats epochs count from 1, got {bad[0]}")
+        extra["log_stats"] = sorted(set(req.log_stats))
+    return extra
 
 
 def prepare_data(spec: dict) -> dict:

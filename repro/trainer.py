@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from repro.iterate_average import TriggeredIterateAverage
 from repro.optim import optimizer_metrics, scaled_hparams
-from repro.sync import SyncPolicy
+from repro.sync import SyncPolicy, float_state
 from repro.task import Batch, Task
 
 BASE_COLUMNS = ("epoch", "iteration", "grad_evals", "wall_seconds", "train_loss", "lr", "clip_fraction",
@@ -23,6 +23,8 @@ class TrainConfig:
     epochs: int
     max_steps: int | None = None  # stop early (smoke tests); the last row is still a full evaluation
     average_after_nonmono: int = 0  # > 0: evaluate averaged iterates once val_loss stalls (authors' LM code)
+    loss_multiplier: float = 1.0  # the optimizer sees c x the objective (AdamW paper's scale-freeness test)
+    stats: object | None = None  # a repro.stats.MagnitudeStats recording gradient/update histograms
 
 
 class RowSink(Protocol):
@@ -97,6 +99,8 @@ def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedu
         set_hparams(batch.lr_scale)
         optimizer.zero_grad(set_to_none=True)
         objective, data_loss = task.training_loss(batch)
+        if config.loss_multiplier != 1.0:  # logged losses stay unscaled
+            objective = objective * config.loss_multiplier
         objective.backward()
         sync.on_gradients(model)
         loss_sum += float(data_loss.detach()) * batch.samples
@@ -114,7 +118,12 @@ def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedu
         started = time.perf_counter()
         while True:
             before = samples
+            recording = config.stats is not None and config.stats.wants(epoch)
+            if recording:
+                config.stats.before_step(model)
             optimizer.step(closure)
+            if recording:
+                config.stats.after_step(model, epoch)
             set_hparams(1.0)  # leave the scheduled values in place for logging and checkpoints
             sync.after_step(model)
             iteration += 1
@@ -179,8 +188,9 @@ def evaluate(task: Task, sync: SyncPolicy, splits: tuple[str, ...], device) -> d
 
 @torch.no_grad()
 def worker_spread(model: torch.nn.Module) -> float:
-    """Largest difference of any parameter between two workers: 0 when all hold the same model."""
-    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    """Largest difference of any parameter or float buffer (BatchNorm statistics) between two workers: 0 when
+    all hold the same model."""
+    flat = torch.cat([p.detach().reshape(-1).double() for p in float_state(model)])
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return 0.0
     high, low = flat.clone(), flat.clone()

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from repro import optim, schedules, sync
 from repro.progress import NullProgress, RichProgress
 from repro.runlog import MetricsCSV, write_json
+from repro.stats import MagnitudeStats
 from repro.task import TASKS
 from repro.trainer import BASE_COLUMNS, TrainConfig, train
 
@@ -45,6 +46,7 @@ def run_worker(spec: dict) -> dict:
         seed = spec["train"]["seed"]
         seed_everything(seed)  # same seed everywhere: rank 0's initial weights are broadcast anyway
         task = task_cls(task_cls.parse_options(spec["task"]["options"]), rank=rank, world_size=world, device=device)
+        task.eval_batch_limit = spec["train"].get("eval_batches")
         sync.broadcast_model(task.model)
         seed_everything(seed + 1000 * rank)  # then each worker draws its own dropout masks and batches
         optimizer = optim.make(spec["optimizer"]["name"], task.model.parameters(), **spec["optimizer"]["hparams"])
@@ -58,15 +60,21 @@ def run_worker(spec: dict) -> dict:
             sink = MetricsCSV(run_dir / "metrics.csv", [*BASE_COLUMNS, *task.metric_columns, "status"])
         if rank == 0 and not spec.get("quiet"):
             progress = RichProgress(epochs, task.sample_unit, task.metric_columns)
+        stats = None  # rank 0's own gradients and updates, when asked for (--log-stats)
+        if sink is not None and spec["train"].get("log_stats"):
+            stats = MagnitudeStats(spec["train"]["log_stats"])
         try:
             last = train(task, optimizer, policy, schedule,
                          TrainConfig(epochs=epochs, max_steps=spec["train"].get("max_steps"),
-                                     average_after_nonmono=spec["train"].get("average_after_nonmono", 0)),
+                                     average_after_nonmono=spec["train"].get("average_after_nonmono", 0),
+                                     loss_multiplier=spec["train"].get("loss_multiplier", 1.0), stats=stats),
                          sink, progress, device)
         finally:
             progress.close()
             if sink is not None:
                 sink.close()
+        if stats is not None:
+            stats.save(Path(spec["run_dir"]) / "stats.npz")
         if sink is not None:
             write_json(Path(spec["run_dir"]) / "summary.json", last)
         return last

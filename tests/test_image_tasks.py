@@ -1,0 +1,208 @@
+"""Image tasks: networks (BN removal, published parameter counts), ImageFolder data on a tiny tree written
+here, shards, augmentation, and real `repro run` / `repro sweep` runs with 1 and 2 gloo workers."""
+import json
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_repro
+from repro.errors import UsageError
+from repro.tasks.cifar_models import CifarResNet, DenseNetBC, resnet50
+from repro.tasks.corpus import DataError
+from repro.tasks.images import ImageTensors, random_crop_flip, shard_batches
+from repro.task import TASKS
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _bn_modules(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def _n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture
+def image_tree(tmp_path, monkeypatch):
+    """A CIFAR-like ImageFolder tree of 8x8 PNGs (lossless, so pixels can be checked): 10 classes, 6 training
+    and 2 test images each; pixel values encode (class, index). The cache goes to tmp_path too."""
+    from PIL import Image
+
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "tree"
+    for split, count in (("train", 6), ("test", 2)):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.full((8, 8, 3), 20 * c + i, dtype=np.uint8)
+                pixels[0, 0] = (i, c, 7)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+    return root
+
+
+def test_no_bn_networks_contain_no_batchnorm():
+    for build in (lambda bn: CifarResNet(20, 10, bn), lambda bn: CifarResNet(56, 10, bn),
+                  lambda bn: DenseNetBC(100, 12, 100, bn), lambda bn: resnet50(bn=bn)):
+        assert _bn_modules(build(True))
+        assert not _bn_modules(build(False))
+        assert not [b for b in build(False).buffers()]  # no running statistics either
+
+
+def test_parameter_counts_match_the_published_ones():
+    assert _n_params(CifarResNet(20, 10)) == 269_722  # He et al. 2016: 0.27M
+    assert _n_params(CifarResNet(56, 10)) == 853_018  # 0.85M
+    assert round(_n_params(DenseNetBC(100, 12, 100)) / 1e6, 1) == 0.8  # Huang et al. 2017: 0.8M
+    assert _n_params(CifarResNet(110, 10)) == 1_727_962  # 1.7M
+
+
+def test_networks_run_on_cifar_sized_input():
+    x = torch.randn(2, 3, 32, 32)
+    assert CifarResNet(20, 10, bn=False)(x).shape == (2, 10)
+    assert DenseNetBC(100, 12, 100, bn=False)(x).shape == (2, 100)
+    with pytest.raises(ValueError):
+        CifarResNet(21, 10)
+
+
+def _prepare(tree, **options):
+    cls = TASKS.get("resnet20-cifar10")
+    return cls, cls.prepare(cls.parse_options({"data_format": "jpeg", "data_dir": str(tree), **options}))
+
+
+def test_imagefolder_tree_is_decoded_in_class_order_with_exact_pixels(image_tree):
+    cls, options = _prepare(image_tree)
+    train = ImageTensors.load(f"{options.data_dir}/train.pt")
+    assert train.classes == sorted(CLASSES) and train.images.shape == (60, 3, 8, 8)
+    for k in range(60):
+        c, i = int(train.labels[k]), k % 6
+        assert train.images[k, :, 0, 0].tolist() == [i, c, 7]
+        assert int(train.images[k, 0, 5, 5]) == 20 * c + i
+    test = ImageTensors.load(f"{options.data_dir}/test.pt")
+    assert test.labels.bincount().tolist() == [2] * 10
+    # A second prepare reuses the cache; a changed tree gets a new one.
+    assert _prepare(image_tree)[1].data_dir == options.data_dir
+    (image_tree / "train" / "cat" / "0000.png").unlink()
+    assert _prepare(image_tree)[1].data_dir != options.data_dir
+
+
+def test_archive_is_unpacked_into_the_cache_and_checked(image_tree, tmp_path):
+    archive = tmp_path / "mine.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_tree, arcname="cifar10-jpeg")  # archives often add one folder level
+    _, options = _prepare(archive)
+    assert ImageTensors.load(f"{options.data_dir}/train.pt").images.shape[0] == 60
+    assert (tmp_path / "cache" / "cifar10-jpeg").is_dir()
+    fake = tmp_path / "fake" / "cifar10-jpeg.tar.gz"  # the official name: its MD5 must match
+    fake.parent.mkdir()
+    fake.write_bytes(archive.read_bytes())
+    with pytest.raises(DataError, match="md5"):
+        _prepare(fake.parent)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no cifar10 JPEG data"):
+        _prepare(tmp_path / "empty")
+    with pytest.raises(UsageError, match="data_format"):
+        _prepare(image_tree, data_format="png")
+
+
+def test_workers_get_equal_disjoint_shards_and_the_same_number_of_batches(image_tree):
+    cls, options = _prepare(image_tree, batch_size=4)
+    seen = []
+    for rank in range(3):
+        torch.manual_seed(5)  # the worker seeds every rank alike before building the task
+        task = cls(options, rank=rank, world_size=3, device=torch.device("cpu"))
+        batches = list(task.train_batches(epoch=2))
+        assert len(batches) == 5 and all(b.samples == 4 for b in batches)  # 60 // 3 = 20 per worker
+        seen.append(torch.cat([b.data[1] for b in batches]))
+        assert task.samples_per_epoch == 60
+    assert sum(len(s) for s in seen) == 60
+    ids = [set(torch.cat(list(shard_batches(60, 4, r, 3, seed=9))).tolist()) for r in range(3)]
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2]) and len(ids[0] | ids[1] | ids[2]) == 60
+    first, second = list(shard_batches(60, 4, 0, 3, seed=1)), list(shard_batches(60, 4, 0, 3, seed=2))
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))  # a new permutation each epoch
+
+
+def test_random_crop_flip_is_a_crop_of_the_padded_image():
+    torch.manual_seed(0)
+    images = torch.arange(6 * 3 * 5 * 5, dtype=torch.float32).view(6, 3, 5, 5) + 1
+    out = random_crop_flip(images, padding=2)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    chosen = set()
+    for i in range(6):
+        matches = [(t, l, f) for t in range(5) for l in range(5) for f in (False, True)
+                   if torch.equal(out[i], padded[i, :, t:t + 5, l:l + 5].flip(-1) if f else padded[i, :, t:t + 5, l:l + 5])]
+        assert len(matches) == 1, i  # distinct pixel values: exactly one crop and flip fits
+        chosen.add(matches[0])
+    assert len(chosen) > 1  # random per image
+
+
+def test_training_accuracy_and_test_metrics(image_tree):
+    cls, options = _prepare(image_tree, batch_size=10, eval_batch_size=7)
+    torch.manual_seed(0)
+    task = cls(options, rank=0, world_size=1, device=torch.device("cpu"))
+    batch = next(iter(task.train_batches(0)))
+    loss, data_loss = task.training_loss(batch)
+    assert loss is data_loss and loss.ndim == 0
+    sums = task.eval_sums("train")
+    assert sums[1] == 10 and 0 <= sums[0] <= 10
+    assert task.eval_sums("train")[1] == 0  # counted once
+    task.model.eval()
+    metrics = task.eval_metrics("test", task.eval_sums("test"))
+    assert set(metrics) == {"test_loss", "test_acc"} and 0 <= metrics["test_acc"] <= 1
+
+
+def _runs(out, task="resnet20-cifar10"):
+    return sorted((out / task).iterdir())
+
+
+def test_two_worker_bn_run_has_identical_bn_buffers_after_sync(image_tree, tmp_path):
+    """Periodic averaging covers BatchNorm statistics: worker_spread (parameters and float buffers) is 0 after
+    the sync; without any sync the two workers' BN statistics and weights differ."""
+    env = {"REPRO_CACHE_DIR": str(tmp_path / "cache")}
+    common = ["--machines", 2, "--data-dir", image_tree, "--set", "data_format=jpeg", "--batch-size", 5,
+              "--max-steps", 3, "--quiet"]
+    out = tmp_path / "synced"
+    r = run_repro("run", "resnet20-cifar10", "--algo", "celgc", "--interval", 2, "--out", out, *common, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = pd.read_csv(_runs(out)[0] / "metrics.csv")
+    last = rows.iloc[-1]
+    assert last["worker_spread"] == 0.0 and last["comm_rounds"] == 2  # after step 2, before evaluating
+    assert {"train_acc", "test_loss", "test_acc"} <= set(rows.columns) and 0 <= last["test_acc"] <= 1
+    out = tmp_path / "unsynced"
+    r = run_repro("run", "resnet20-cifar10", "--optimizer", "sgd", "--sync", "none", "--out", out, *common, env=env)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(_runs(out)[0] / "metrics.csv").iloc[-1]["worker_spread"] > 0
+
+
+def test_no_bn_run_with_loss_multiplier_and_stats(image_tree, tmp_path):
+    out = tmp_path / "results"
+    r = run_repro("run", "resnet20-cifar10", "--no-bn", "--optimizer", "adamw", "--lr", 1e-3, "--weight-decay", 5e-5,
+                  "--loss-multiplier", 10, "--log-stats", 1, "--scheduler", "cosine", "--max-steps", 2,
+                  "--data-dir", image_tree, "--set", "data_format=jpeg", "--batch-size", 8, "--out", out, "--quiet",
+                  env={"REPRO_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    run_dir = _runs(out)[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["task"]["options"]["bn"] is False and config["schedule"]["name"] == "cosine"
+    assert config["train"]["loss_multiplier"] == 10.0 and config["train"]["log_stats"] == [1]
+    assert config["optimizer"] == {"name": "adamw", "hparams": {"lr": 1e-3, "weight_decay": 5e-5}}
+    stats = np.load(run_dir / "stats.npz")
+    n = _n_params(CifarResNet(20, 10, bn=False))
+    assert stats["steps"].tolist() == [2]
+    assert stats["grad_counts"].sum() + stats["grad_zeros"].sum() == 2 * n
+    assert stats["update_counts"].sum() + stats["update_zeros"].sum() == 2 * n
+    assert stats["update_counts"].sum() > 0
+
+
+def test_sweep_carries_on_after_a_diverged_run(image_tree, tmp_path):
+    out = tmp_path / "results"
+    r = run_repro("sweep", "resnet20-cifar10", "--no-bn", "--optimizer", "sgd", "--lr", "1e12,0.01", "--epochs", 1,
+                  "--data-dir", image_tree, "--set", "data_format=jpeg", "--batch-size", 20, "--out", out, "--quiet",
+                  env={"REPRO_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    status = {json.loads((d / "config.json").read_text())["optimizer"]["hparams"]["lr"]:
+              pd.read_csv(d / "metrics.csv").iloc[-1]["status"] for d in _runs(out)}
+    assert status == {1e12: "diverged", 0.01: "done"}
