@@ -55,6 +55,8 @@ def run(
     clip: Optional[float] = typer.Option(None, help="Clipping threshold gamma (clipped-sgd)."),
     momentum: Optional[float] = typer.Option(None, help="Momentum."),
     weight_decay: Optional[float] = typer.Option(None, help="Weight decay (lambda)."),
+    smoothness: Optional[float] = typer.Option(None, help="SGDOL: assumed smoothness M (stepsize starts at 1/M, stays in [0, 2/M])."),
+    alpha: Optional[float] = typer.Option(None, help="SGDOL: initial regularizer alpha of the stepsize learner."),
     sync: Optional[str] = typer.Option(None, help="Sync policy: every-step, periodic, none (overrides --algo)."),
     interval: Optional[int] = typer.Option(None, "--interval", "-I", help="Local steps between model averages (periodic)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", "--scheduler", help="Step-size schedule: constant, step, cosine."),
@@ -63,6 +65,7 @@ def run(
     log_stats: list[int] = typer.Option([], "--log-stats", help="Record gradient/update magnitude histograms at this epoch (repeatable) into stats.npz."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (one epoch = the training set once, summed over workers)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps per worker (smoke test)."),
+    eval_batches: Optional[int] = typer.Option(None, help="Score only this many evaluation batches per worker (default: all; 20 with --max-steps)."),
     batch_size: Optional[int] = typer.Option(None, help="Local (per-worker) batch size."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     data_dir: Optional[str] = typer.Option(None, help="Folder with the data set files (default: env var, then ~/.cache/repro)."),
@@ -79,6 +82,7 @@ def run(
     from repro import runlog, runspec
 
     hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay).items() if v is not None}
+    hparams.update({k: v for k, v in dict(smoothness=smoothness, alpha=alpha).items() if v is not None})
     task_options = {}
     for item in set_option:
         key, sep, value = item.partition("=")

@@ -37,6 +37,8 @@ class Task:
     description: ClassVar[str] = ""
 
     model: torch.nn.Module
+    # Smoke tests (--max-steps) score only this many evaluation batches per worker and split; None: all.
+    eval_batch_limit: int | None = None
 
     @classmethod
     def parse_options(cls, values: dict) -> Any:

@@ -111,7 +111,8 @@ class LanguageModelTask(Task):
         data = self.eval_data[split]
         hidden = self.model.init_hidden(data.size(1))
         total, count = 0.0, 0
-        for i in range(0, data.size(0) - 1, self.opts.bptt):
+        starts = range(0, data.size(0) - 1, self.opts.bptt)
+        for i in starts[:self.eval_batch_limit]:
             seq_len = min(self.opts.bptt, data.size(0) - 1 - i)
             logits, hidden = self.model(data[i:i + seq_len], hidden)
             targets = data[i + 1:i + 1 + seq_len].reshape(-1)

@@ -71,6 +71,26 @@ def test_full_epochs_log_one_row_each_and_repeat_runs_never_overwrite(tmp_path, 
     assert len(runs) == 2 and runs[0] == first and runs[1].name == first.name + "-r2"
     assert (first / "metrics.csv").read_bytes() == before
 
+    # local-sgd runs are not clipped-sgd runs: the CELGC figure says so in one line
+    r = run_repro("plot", "celgc-lm", "--results", out)
+    assert r.returncode == 2 and "no clipped-sgd language-model runs" in r.stderr
+
+
+def test_plot_draws_one_curve_per_interval_plus_baseline(tmp_path, tiny_corpus):
+    out = tmp_path / "results"
+    for algo in (["--algo", "celgc", "--interval", "2"], ["--algo", "naive-parallel-clip"]):
+        r = run_repro("run", "lstm-text", "--machines", 2, *algo, "--epochs", 1, "--data-dir", tiny_corpus,
+                      "--out", out, *TINY)
+        assert r.returncode == 0, r.stderr
+    r = run_repro("plot", "celgc-lm", "--results", out)
+    assert r.returncode == 0, r.stderr
+    figures = out / "figures"
+    for ext in ("png", "pdf", "csv"):
+        assert (figures / f"celgc-lm_lstm-text_quick_N2.{ext}").stat().st_size > 0
+    table = pd.read_csv(figures / "celgc-lm_lstm-text_quick_N2.csv")
+    assert list(table["curve"]) == ["every-step (naive parallel)", "I=2"]
+    assert table["comm_rounds"].iloc[0] > table["comm_rounds"].iloc[1]  # averaging every 2 steps talks less
+
 
 def test_sweep_runs_the_product_and_skips_completed(tmp_path, tiny_corpus):
     out = tmp_path / "results"
