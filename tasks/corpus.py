@@ -135,12 +135,18 @@ def resolve_data_dir(spec: CorpusSpec, data_dir: str | os.PathLike | None) -> Pa
     if missing and not spec.url:
         raise DataError(_missing_message(spec, directory).replace(", or run once online to download them", ""))
     if missing:
+        created = [p for p in (directory, *directory.parents) if not p.exists()]
         try:
             directory.mkdir(parents=True, exist_ok=True)
             if not os.access(directory, os.W_OK):
                 raise PermissionError(directory)
             _download(spec, directory, missing)
         except Exception as e:  # network down, HTTP error, read-only folder, bad archive: same advice
+            for folder in created:  # leave nothing behind on failure
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
             raise DataError(_missing_message(spec, directory)) from e
 
     for fn in spec.files.values():

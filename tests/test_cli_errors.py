@@ -70,3 +70,12 @@ def test_help_lists_commands():
     assert r.returncode == 0
     for cmd in ("run", "sweep", "plot", "list"):
         assert cmd in r.stdout
+
+
+def test_missing_data_offline_leaves_no_folder_behind(tmp_path):
+    target = tmp_path / "nowhere" / "ptb"
+    r = run_repro("run", "lstm-ptb", "--data-dir", target, "--out", tmp_path / "out",
+                  env={"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert f"PTB not found in {target}" in r.stderr
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "out").exists()
