@@ -198,17 +198,22 @@ class CifarTask(Task):
             self._seen = 0
             return sums
         loss = correct = 0.0
-        for i in range(0, len(self.test_y), self.opts.eval_batch_size):
+        count = 0
+        starts = range(0, len(self.test_y), self.opts.eval_batch_size)
+        for i in starts[:getattr(self, "eval_batch_limit", None)]:  # smoke tests may score only a few batches
             x = self._normalize(self.test_x[i:i + self.opts.eval_batch_size])
             y = self.test_y[i:i + self.opts.eval_batch_size]
             logits = self.model(x)
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += float((logits.argmax(1) == y).sum())
-        return torch.tensor([loss, correct, float(len(self.test_y))], dtype=torch.float64)
+            count += len(y)
+        return torch.tensor([loss, correct, float(count)], dtype=torch.float64)
 
     def eval_metrics(self, split: str, sums: torch.Tensor) -> dict[str, float]:
         if split == "train":
             return {"train_acc": float(sums[0] / sums[1]) if sums[1] else float("nan")}
+        if not sums[2]:
+            return {f"{split}_loss": float("nan"), f"{split}_acc": float("nan")}
         return {f"{split}_loss": float(sums[0] / sums[2]), f"{split}_acc": float(sums[1] / sums[2])}
 
     def describe(self, train_loss: float) -> str:

@@ -1,0 +1,122 @@
+"""CELGC (Liu et al. 2022) on CIFAR: training loss and test accuracy against epochs and wall-clock, one curve
+per communication interval I plus the every-step baseline (``celgc-cifar``), and the parallel speed-up:
+training loss against iterations per worker for N workers vs 1 worker (``celgc-speedup``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from repro.figures import FIGURES  # noqa: E402
+from repro.figures.celgc_lm import curve_name, latest_per_curve  # noqa: E402
+from repro.results import Run, load_runs, require  # noqa: E402
+
+PANELS = (("epoch", "train_loss", "epochs", "training loss"), ("epoch", "test_acc", "epochs", "test accuracy"),
+          ("wall_seconds", "train_loss", "wall-clock (s)", "training loss"),
+          ("wall_seconds", "test_acc", "wall-clock (s)", "test accuracy"))
+
+
+def _clipped_image_runs(results: Path, preset: str | None) -> list[Run]:
+    runs = [r for r in load_runs(results, None, preset)
+            if r.config["optimizer"]["name"] == "clipped-sgd" and "test_acc" in r.metrics.columns]
+    require(runs, "clipped-sgd image-classification runs", results,
+            "run e.g. `repro run resnet56-cifar10 --preset celgc-paper --algo celgc --interval 16` and "
+            "`--algo naive-parallel-clip` first")
+    return runs
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    for ext in ("png", "pdf"):
+        fig.savefig(stem.with_suffix(f".{ext}"), dpi=130)
+    plt.close(fig)
+    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+
+
+@FIGURES.register("celgc-cifar")
+def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
+    runs = _clipped_image_runs(results, preset)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.task, run.preset, run.config["world_size"]), []).append(run)
+    for (task, preset_name, world), group in sorted(groups.items()):
+        curves = latest_per_curve(group)
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+        for ax, (x, y, xlabel, ylabel) in zip(axes.flat, PANELS):
+            for name, run in curves.items():
+                m = run.metrics.dropna(subset=[y])
+                style = dict(color="black", linestyle="--") if name.startswith("every") else {}
+                ax.plot(m[x], m[y], marker="o", markersize=3, label=name + ("" if run.complete else " (partial)"), **style)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            if y == "train_loss":
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[0, 0].legend(fontsize=8)
+        fig.suptitle(f"CELGC on {task} ({preset_name} preset, N={world} workers)")
+        fig.tight_layout()
+        stem = out / f"celgc-cifar_{task}_{preset_name}_N{world}"
+        written += _save(fig, stem)
+        rows = []
+        for name, run in curves.items():
+            last = run.metrics.iloc[-1]
+            rows.append({"curve": name, "epochs": last["epoch"], "wall_seconds": last["wall_seconds"],
+                         "train_loss": last["train_loss"], "test_acc": last.get("test_acc"),
+                         "comm_rounds": last["comm_rounds"], "comm_bytes": last["comm_bytes"],
+                         "complete": run.complete, "run": run.path.name})
+        pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False)
+        written.append(stem.with_suffix(".csv"))
+    return written
+
+
+def iterations_to(metrics: pd.DataFrame, target: float) -> float:
+    """First logged iteration (per worker) at which the training loss is <= target (NaN if never)."""
+    hit = metrics[metrics["train_loss"] <= target]
+    return float(hit["iteration"].iloc[0]) if not hit.empty else float("nan")
+
+
+@FIGURES.register("celgc-speedup")
+def draw_speedup(results: Path, out: Path, preset: str | None = None) -> list[Path]:
+    # Any clipped-sgd runs, language models included: the figure only needs iteration and train_loss.
+    runs = [r for r in load_runs(results, None, preset) if r.config["optimizer"]["name"] == "clipped-sgd"]
+    require(runs, "clipped-sgd runs", results, "run the same command with `--machines 1` and e.g. `--machines 4`")
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    groups: dict[tuple, dict[int, Run]] = {}
+    for run in runs:  # oldest first: the newest run per world size wins
+        groups.setdefault((run.task, run.preset, curve_name(run)), {})[run.config["world_size"]] = run
+    for (task, preset_name, curve), by_world in sorted(groups.items()):
+        if len(by_world) < 2 or 1 not in by_world:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        finals = {w: float(r.metrics["train_loss"].iloc[-1]) for w, r in by_world.items()}
+        target = max(finals.values())  # a loss every run reaches
+        rows = []
+        base_iters = iterations_to(by_world[1].metrics, target)
+        for world, run in sorted(by_world.items()):
+            m = run.metrics
+            ax.plot(m["iteration"], m["train_loss"], marker="o", markersize=3, label=f"N={world}")
+            iters = iterations_to(m, target)
+            rows.append({"world_size": world, "final_train_loss": finals[world], "target_loss": target,
+                         "iterations_to_target": iters, "speedup_vs_N1": base_iters / iters if iters else float("nan"),
+                         "run": run.path.name})
+        ax.set_xlabel("iterations per worker")
+        ax.set_ylabel("training loss")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"Parallel speed-up: {task}, {curve} ({preset_name})", fontsize=9)
+        fig.tight_layout()
+        stem = out / f"celgc-speedup_{task}_{preset_name}_{curve.replace('=', '').replace(' ', '-')}"
+        written += _save(fig, stem)
+        pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False)
+        written.append(stem.with_suffix(".csv"))
+    if not written:
+        require([], "clipped-sgd runs of one setting with N=1 and N>1 workers", results,
+                "run the same command with `--machines 1` and e.g. `--machines 4`")
+    return written
