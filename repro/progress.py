@@ -38,8 +38,9 @@ class RichProgress:
 
     def end_epoch(self, row: dict) -> None:
         shown = [f"{k} {row[k]:.4g}" for k in ("train_loss", *self.metric_columns) if isinstance(row.get(k), float)]
-        self._bar.console.print(f"epoch {row['epoch']:>6.2f}  it {row['iteration']:>6}  {row['wall_seconds']:8.1f}s  "
-                                + "  ".join(shown) + (f"  [{row['status']}]" if row.get("status") else ""))
+        line = (f"epoch {row['epoch']:>6.2f}  it {row['iteration']:>6}  {row['wall_seconds']:8.1f}s  " + "  ".join(shown)
+                + (f"  ({row['status']})" if row.get("status") else ""))
+        self._bar.console.print(line, highlight=False, markup=False)
 
     def close(self) -> None:
         if self._task is not None:
