@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from repro.errors import UsageError
-from repro.task import TASKS, Batch, Task
+from repro.task import TASKS, Batch
 from repro.tasks.cifar_models import RESNET_DEPTHS, CifarResNet, DenseNetBC
 from repro.tasks.corpus import DataError
-from repro.tasks.images import (ImageTensors, balanced_subset, batches_per_epoch, cache_imagefolder, cache_root,
-                                find_tree_root, random_crop_flip, shard_batches, unpack_verified)
+from repro.tasks.images import (ImageClassificationTask, ImageTensors, balanced_subset, batches_per_epoch,
+                                cache_imagefolder, cache_root, find_tree_root, random_crop_flip, shard_batches,
+                                unpack_verified)
 
 DATA_FORMATS = ("python", "jpeg")
 
@@ -116,17 +116,12 @@ def _locate_jpeg(data: CifarData, directory: Path) -> Path:
     return tree
 
 
-class CifarTask(Task):
+class CifarTask(ImageClassificationTask):
     """One CIFAR benchmark: ``data`` and ``build_model`` are set by the registered subclasses below."""
 
     Options = CifarOptions
     data: CifarData = CIFAR10
     build_model: Callable[[int, bool], torch.nn.Module]
-    metric_columns = ("train_acc", "test_loss", "test_acc")
-    eval_splits = ("train", "test")
-    final_splits = ("train", "test")
-    sample_unit = "img"
-
     @classmethod
     def prepare(cls, options: CifarOptions) -> CifarOptions:
         if options.data_format not in DATA_FORMATS:
@@ -167,8 +162,7 @@ class CifarTask(Task):
         self.mean = torch.tensor(self.data.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.data.std, device=device).view(1, 3, 1, 1)
         self.model = self.build_model(self.data.num_classes, options.bn).to(device)
-        self._correct = torch.zeros((), dtype=torch.float64, device=device)
-        self._seen = 0
+        self._reset_counts()
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() / 255.0 - self.mean) / self.std
@@ -181,44 +175,9 @@ class CifarTask(Task):
                 images = random_crop_flip(images)
             yield Batch((self._normalize(images), self.train_y[idx]), samples=len(idx))
 
-    def training_loss(self, batch: Batch):
-        images, labels = batch.data
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        with torch.no_grad():  # a device tensor: no host sync per step
-            self._correct += (logits.argmax(1) == labels).sum()
-        self._seen += len(labels)
-        return loss, loss
-
-    @torch.no_grad()
-    def eval_sums(self, split: str) -> torch.Tensor:
-        if split == "train":  # what training_loss counted since the last evaluation
-            sums = torch.stack([self._correct.double().cpu(), torch.tensor(float(self._seen), dtype=torch.float64)])
-            self._correct.zero_()
-            self._seen = 0
-            return sums
-        loss = correct = 0.0
-        count = 0
-        starts = range(0, len(self.test_y), self.opts.eval_batch_size)
-        for i in starts[:getattr(self, "eval_batch_limit", None)]:  # smoke tests may score only a few batches
-            x = self._normalize(self.test_x[i:i + self.opts.eval_batch_size])
-            y = self.test_y[i:i + self.opts.eval_batch_size]
-            logits = self.model(x)
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += float((logits.argmax(1) == y).sum())
-            count += len(y)
-        return torch.tensor([loss, correct, float(count)], dtype=torch.float64)
-
-    def eval_metrics(self, split: str, sums: torch.Tensor) -> dict[str, float]:
-        if split == "train":
-            return {"train_acc": float(sums[0] / sums[1]) if sums[1] else float("nan")}
-        if not sums[2]:
-            return {f"{split}_loss": float("nan"), f"{split}_acc": float("nan")}
-        return {f"{split}_loss": float(sums[0] / sums[2]), f"{split}_acc": float(sums[1] / sums[2])}
-
-    def describe(self, train_loss: float) -> str:
-        acc = float(self._correct) / self._seen if self._seen else 0.0
-        return f"loss {train_loss:.3f} acc {acc:.3f}"
+    def eval_batches(self, split: str):
+        for i in range(0, len(self.test_y), self.opts.eval_batch_size):
+            yield self._normalize(self.test_x[i:i + self.opts.eval_batch_size]), self.test_y[i:i + self.opts.eval_batch_size]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from repro.task import Batch, Task
 from repro.tasks.corpus import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -201,3 +202,62 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4) -> torch.Tensor:
     batch = torch.arange(n, device=dev)[:, None, None]
     # (n, h, w, C) after advanced indexing on dims 0, 2, 3; back to NCHW.
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+class ImageClassificationTask(Task):
+    """Shared by the image tasks: cross-entropy training that counts its own accuracy, and evaluation sums.
+
+    Subclasses set ``self.model`` and ``self.device`` and implement ``train_batches`` and ``eval_batches(split)``
+    (this worker's share of a split as (images, labels) pairs). The pseudo-split ``train`` reports the running
+    accuracy of the training batches since the previous evaluation (like the trainer's ``train_loss``).
+    """
+
+    metric_columns = ("train_acc", "test_loss", "test_acc")
+    eval_splits = ("train", "test")
+    final_splits = ("train", "test")
+    sample_unit = "img"
+
+    def _reset_counts(self) -> None:
+        self._correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._seen = 0
+
+    def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def training_loss(self, batch: Batch):
+        images, labels = batch.data
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        with torch.no_grad():  # a device tensor: no host sync per step
+            self._correct += (logits.argmax(1) == labels).sum()
+        self._seen += len(labels)
+        return loss, loss
+
+    @torch.no_grad()
+    def eval_sums(self, split: str) -> torch.Tensor:
+        if split == "train":  # what training_loss counted since the last evaluation
+            sums = torch.tensor([float(self._correct), float(self._seen)], dtype=torch.float64)
+            self._reset_counts()
+            return sums
+        loss = correct = 0.0
+        count = 0
+        for n, (x, y) in enumerate(self.eval_batches(split)):
+            limit = getattr(self, "eval_batch_limit", None)  # smoke tests may score only a few batches
+            if limit is not None and n >= limit:
+                break
+            logits = self.model(x)
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += float((logits.argmax(1) == y).sum())
+            count += len(y)
+        return torch.tensor([loss, correct, float(count)], dtype=torch.float64)
+
+    def eval_metrics(self, split: str, sums: torch.Tensor) -> dict[str, float]:
+        if split == "train":
+            return {"train_acc": float(sums[0] / sums[1]) if sums[1] else float("nan")}
+        if not sums[2]:
+            return {f"{split}_loss": float("nan"), f"{split}_acc": float("nan")}
+        return {f"{split}_loss": float(sums[0] / sums[2]), f"{split}_acc": float(sums[1] / sums[2])}
+
+    def describe(self, train_loss: float) -> str:
+        acc = float(self._correct) / self._seen if self._seen else 0.0
+        return f"loss {train_loss:.3f} acc {acc:.3f}"

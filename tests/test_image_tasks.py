@@ -154,6 +154,29 @@ def test_training_accuracy_and_test_metrics(image_tree):
     assert set(metrics) == {"test_loss", "test_acc"} and 0 <= metrics["test_acc"] <= 1
 
 
+def test_imagenet_imagefolder_pipeline_shards_and_scores(image_tree):
+    (image_tree / "test").rename(image_tree / "val")  # ImageNet's layout: train/ and val/
+    cls = TASKS.get("resnet50-imagenet")
+    options = cls.prepare(cls.parse_options({"data_dir": str(image_tree), "crop": 16, "batch_size": 4, "eval_batch_size": 3}))
+    tasks = []
+    for rank in range(2):
+        torch.manual_seed(3)
+        tasks.append(cls(options, rank=rank, world_size=2, device=torch.device("cpu")))
+    batches = [list(t.train_batches(0)) for t in tasks]
+    assert [len(b) for b in batches] == [7, 7]  # 60 images: 30 per worker, 7 full batches of 4
+    images, labels = batches[0][0].data
+    assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
+    assert tasks[0].samples_per_epoch == 56
+    task = tasks[0]
+    loss, _ = task.training_loss(batches[0][0])
+    assert torch.isfinite(loss)
+    task.model.eval()
+    sums = task.eval_sums("test")
+    assert sums[2] == 10  # half of the 20 validation images
+    with pytest.raises(DataError, match="train/"):
+        cls.prepare(cls.parse_options({"data_dir": str(image_tree / "train")}))
+
+
 def _runs(out, task="resnet20-cifar10"):
     return sorted((out / task).iterdir())
 
