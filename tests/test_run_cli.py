@@ -63,7 +63,7 @@ def test_full_epochs_log_one_row_each_and_repeat_runs_never_overwrite(tmp_path, 
     assert run_repro(*args).returncode == 0
     first = _only_run(out)
     rows = pd.read_csv(first / "metrics.csv")
-    assert list(rows["epoch"].round(2)) == [1.0, 2.0]
+    assert list(rows["epoch"].round(1)) == [1.0, 2.0]  # fractional: batchify trims a few tokens
     assert rows["test_ppl"].isna().tolist() == [True, False]  # test perplexity on the final row only
     before = (first / "metrics.csv").read_bytes()
     assert run_repro(*args).returncode == 0
