@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 class NullProgress:
     def start_epoch(self, epoch: int, total: int) -> None: ...
-    def advance(self, samples: int, text: str) -> None: ...
+    def advance(self, samples: int, text: str | None) -> None: ...
     def end_epoch(self, row: dict) -> None: ...
     def close(self) -> None: ...
 
@@ -31,8 +31,11 @@ class RichProgress:
         self._task = self._bar.add_task("", total=total or None, epoch=epoch + 1, epochs=self.epochs, text="", rate="")
         self._started, self._seen = time.perf_counter(), 0
 
-    def advance(self, samples: int, text: str) -> None:
+    def advance(self, samples: int, text: str | None) -> None:
         self._seen += samples
+        if text is None:  # only the bar moves; the text is refreshed when the trainer reads the loss
+            self._bar.update(self._task, advance=samples)
+            return
         rate = self._seen / max(time.perf_counter() - self._started, 1e-9)
         self._bar.update(self._task, advance=samples, text=text, rate=f"{rate:,.0f} {self.unit}/s")
 

@@ -33,7 +33,7 @@ class RowSink(Protocol):
 
 class Progress(Protocol):
     def start_epoch(self, epoch: int, total: int) -> None: ...
-    def advance(self, samples: int, text: str) -> None: ...
+    def advance(self, samples: int, text: str | None) -> None: ...
     def end_epoch(self, row: dict) -> None: ...
 
 
@@ -70,104 +70,127 @@ def _all_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
+class StepSizes:
+    """The optimizer's ``scaled_hparams`` (lr; lr and clip for clipped SGD): lr_0 x schedule(epoch), times a
+    batch's ``lr_scale`` while that batch's step runs."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Callable[[int], float]):
+        self.optimizer, self.schedule = optimizer, schedule
+        keys = scaled_hparams(optimizer)
+        for group in optimizer.param_groups:  # lr_0, for schedules and AdamW's lr_t / lr_0
+            group.setdefault("initial_lr", group["lr"])
+        self.initial = [{k: g[k] for k in keys} for g in optimizer.param_groups]
+        self.scheduled = self.initial
+
+    def start_epoch(self, epoch: int) -> None:
+        factor = self.schedule(epoch)
+        self.scheduled = [{k: v * factor for k, v in values.items()} for values in self.initial]
+        self.apply(1.0)
+
+    def apply(self, scale: float) -> None:
+        for group, values in zip(self.optimizer.param_groups, self.scheduled):
+            for k, v in values.items():
+                group[k] = v * scale
+
+
 def train(task: Task, optimizer: torch.optim.Optimizer, sync: SyncPolicy, schedule: Callable[[int], float],
           config: TrainConfig, sink: RowSink | None, progress: Progress, device) -> dict:
     model = task.model
     world = dist.get_world_size() if dist.is_initialized() else 1
-    keys = scaled_hparams(optimizer)
-    for group in optimizer.param_groups:  # lr_0, for schedules and AdamW's lr_t / lr_0
-        group.setdefault("initial_lr", group["lr"])
-    initial = [{k: g[k] for k in keys} for g in optimizer.param_groups]
-    scheduled = initial
-
+    step_sizes = StepSizes(optimizer, schedule)
     feed = BatchFeed(task.train_batches)
-    loss_sum = samples = 0.0
-    iteration = grad_evals = 0
-    seen = 0.0  # samples over all workers, for the fractional epoch column
-    train_seconds = 0.0
-    last_row: dict = {}
     averager = TriggeredIterateAverage(config.average_after_nonmono) if config.average_after_nonmono else None
-
-    def set_hparams(scale: float) -> None:
-        for group, values in zip(optimizer.param_groups, scheduled):
-            for k, v in values.items():
-                group[k] = v * scale
+    # Losses stay on the device until logged: no host sync per step (the progress text reads them rarely).
+    loss_sum, samples = torch.zeros((), dtype=torch.float64, device=device), 0
+    counts = {"iteration": 0, "grad_evals": 0, "seen": 0.0, "train_seconds": 0.0}
 
     def closure():
-        nonlocal loss_sum, samples, grad_evals
+        nonlocal loss_sum, samples
         batch = feed.next()
-        set_hparams(batch.lr_scale)
+        step_sizes.apply(batch.lr_scale)
         optimizer.zero_grad(set_to_none=True)
         objective, data_loss = task.training_loss(batch)
         if config.loss_multiplier != 1.0:  # logged losses stay unscaled
             objective = objective * config.loss_multiplier
         objective.backward()
         sync.on_gradients(model)
-        loss_sum += float(data_loss.detach()) * batch.samples
+        loss_sum += data_loss.detach().double() * batch.samples
         samples += batch.samples
-        grad_evals += 1
+        counts["grad_evals"] += 1
         return objective
 
-    epoch, stop = 0, False
+    epoch, stop, last_row = 0, False, {}
     while epoch < config.epochs and not stop:
-        scheduled = [{k: v * schedule(epoch) for k, v in values.items()} for values in initial]
+        step_sizes.start_epoch(epoch)
         if feed.epoch != epoch:
             feed.open(epoch)
         model.train()
         progress.start_epoch(epoch, getattr(task, "samples_per_epoch", 0))
-        started = time.perf_counter()
-        while True:
+        recording = config.stats is not None and config.stats.wants(epoch)
+        started, shown_at = time.perf_counter(), 0.0
+        while not stop:
             before = samples
-            recording = config.stats is not None and config.stats.wants(epoch)
             if recording:
                 config.stats.before_step(model)
             optimizer.step(closure)
             if recording:
                 config.stats.after_step(model, epoch)
-            set_hparams(1.0)  # leave the scheduled values in place for logging and checkpoints
+            step_sizes.apply(1.0)  # the scheduled values stay in place for logging
             sync.after_step(model)
-            iteration += 1
-            progress.advance(int(samples - before) * world, task.describe(loss_sum / max(samples, 1)))
-            if config.max_steps is not None and iteration >= config.max_steps:
-                stop = True
-            if stop or feed.epoch_done:
+            counts["iteration"] += 1
+            now = time.perf_counter()
+            text = None
+            if now - shown_at > 0.5:  # reading the loss syncs the device: twice a second at most
+                text, shown_at = task.describe(float(loss_sum) / max(samples, 1)), now
+            progress.advance((samples - before) * world, text)
+            stop = config.max_steps is not None and counts["iteration"] >= config.max_steps
+            if feed.epoch_done:
                 break
-        train_seconds += time.perf_counter() - started
+        counts["train_seconds"] += time.perf_counter() - started
         epoch += 1
-
-        total_loss, total_samples = _all_sum([loss_sum, samples], device)
-        train_loss = total_loss / max(total_samples, 1)
-        seen += total_samples
-        per_epoch = getattr(task, "samples_per_epoch", 0)
-        diverged = not math.isfinite(train_loss)  # identical on every worker: all stop together
-        final = stop or diverged or epoch >= config.epochs
-        row = {"epoch": round(seen / per_epoch, 4) if per_epoch else epoch, "iteration": iteration, "grad_evals": grad_evals,
-               "wall_seconds": round(train_seconds, 3), "train_loss": train_loss,
-               "lr": optimizer.param_groups[0]["lr"], "status": "diverged" if diverged else ("done" if final else "")}
-        stats = optimizer_metrics(optimizer)
-        if stats:
-            names = sorted(stats)
-            reduced = _all_sum([stats[n] for n in names], device)
-            row.update({n: v / world for n, v in zip(names, reduced)})
-        if not diverged:
-            splits = task.final_splits if final else task.eval_splits
-            if averager is not None and averager.active:
-                sync.synchronize(model)
-                averager.add(model)
-                with averager.swapped_in(model):
-                    row.update(evaluate(task, sync, splits, device), averaged_iterate=averager.count)
-            else:
-                row.update(evaluate(task, sync, splits, device))
-                if averager is not None:
-                    averager.observe(row["val_loss"])
-        row.update(comm_rounds=sync.comm_rounds, comm_bytes=sync.comm_bytes)
+        counts["epochs_done"] = epoch
+        row = log_epoch(task, optimizer, sync, averager, counts, float(loss_sum), samples, world, device,
+                        final=stop or epoch >= config.epochs)
         if sink is not None:
             sink.write(row)
         progress.end_epoch(row)
-        loss_sum = samples = 0.0
+        loss_sum.zero_()
+        samples = 0
         last_row = row
-        stop = stop or diverged
+        stop = stop or row["status"] == "diverged"
     return last_row
+
+
+def log_epoch(task: Task, optimizer, sync: SyncPolicy, averager: TriggeredIterateAverage | None, counts: dict,
+              loss_sum: float, samples: int, world: int, device, final: bool) -> dict:
+    """One metrics row: training statistics reduced over workers, then evaluation of the averaged model."""
+    total_loss, total_samples = _all_sum([loss_sum, samples], device)
+    train_loss = total_loss / max(total_samples, 1)
+    counts["seen"] += total_samples
+    per_epoch = getattr(task, "samples_per_epoch", 0)
+    diverged = not math.isfinite(train_loss)  # identical on every worker: all stop together
+    row = {"epoch": round(counts["seen"] / per_epoch, 4) if per_epoch else counts["epochs_done"],
+           "iteration": counts["iteration"], "grad_evals": counts["grad_evals"],
+           "wall_seconds": round(counts["train_seconds"], 3), "train_loss": train_loss,
+           "lr": optimizer.param_groups[0]["lr"],
+           "status": "diverged" if diverged else ("done" if final else "")}
+    stats = optimizer_metrics(optimizer)
+    if stats:
+        names = sorted(stats)
+        row.update({n: v / world for n, v in zip(names, _all_sum([stats[n] for n in names], device))})
+    if not diverged:
+        splits = task.final_splits if final else task.eval_splits
+        if averager is not None and averager.active:
+            sync.synchronize(task.model)
+            averager.add(task.model)
+            with averager.swapped_in(task.model):
+                row.update(evaluate(task, sync, splits, device), averaged_iterate=averager.count)
+        else:
+            row.update(evaluate(task, sync, splits, device))
+            if averager is not None:
+                averager.observe(row["val_loss"])
+    row.update(comm_rounds=sync.comm_rounds, comm_bytes=sync.comm_bytes)
+    return row
 
 
 @torch.no_grad()
