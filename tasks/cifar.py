@@ -76,7 +76,7 @@ def _locate_python(data: CifarData, directory: Path) -> Path:
     except Exception as e:  # offline, unwritable, corrupt: one line saying what to do
         hint = ""
         if data.jpeg_archive and ((directory / data.jpeg_archive).is_file() or find_tree_root(directory, ("train", "test"))):
-            hint = f"; a JPEG copy is there: add --set data_format=jpeg"
+            hint = "; a JPEG copy is there: add --set data_format=jpeg"
         raise DataError(f"{data.name} (python version, {cls.base_folder}/) not found or corrupt in {directory} and it "
                         f"could not be downloaded ({type(e).__name__}){hint}") from None
 
@@ -122,6 +122,7 @@ class CifarTask(ImageClassificationTask):
     Options = CifarOptions
     data: CifarData = CIFAR10
     build_model: Callable[[int, bool], torch.nn.Module]
+
     @classmethod
     def prepare(cls, options: CifarOptions) -> CifarOptions:
         if options.data_format not in DATA_FORMATS:
