@@ -100,7 +100,7 @@ def run(
     request = runspec.RunRequest(
         task=task, preset=preset, algo=algo, optimizer=optimizer, hparams=hparams, sync=sync,
         sync_options={} if interval is None else {"interval": interval}, schedule=schedule,
-        task_options=task_options, machines=machines, epochs=epochs, max_steps=max_steps, seed=seed,
+        task_options=task_options, machines=machines, epochs=epochs, max_steps=max_steps, eval_batches=eval_batches, seed=seed,
         loss_multiplier=loss_multiplier, log_stats=list(log_stats))
     spec = runspec.resolve(request)
     world = spec["train"]["machines"] * nodes

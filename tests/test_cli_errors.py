@@ -18,6 +18,7 @@ PTB = SHARED_DATA / "ptb"
     (["run", "lstm-ptb", "--lr", "-1"], "lr must be a finite number >= 0"),
     (["run", "lstm-ptb", "--lr", "abc"], "Invalid value for '--lr'"),
     (["run", "lstm-ptb", "--algo", "magic"], "unknown algo 'magic'"),
+    (["run", "lstm-ptb", "--eval-batches", "0"], "eval-batches must be >= 1"),
     (["run", "lstm-ptb", "--sync", "every-step", "--interval", "4"], "does not apply to sync policy 'every-step'"),
     (["run", "lstm-ptb", "--set", "colour=blue"], "task option(s) colour not known"),
     (["run", "lstm-ptb", "--data-dir", "/nonexistent/ptb"], "PTB not found in /nonexistent/ptb"),

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from repro.figures import FIGURES  # noqa: E402
-from repro.figures.celgc_lm import curve_name, latest_per_curve  # noqa: E402
+from repro.figures._curves import curve_name, draw_interval_curves, save  # noqa: E402
 from repro.results import Run, load_runs, require  # noqa: E402
 
 PANELS = (("epoch", "train_loss", "epochs", "training loss"), ("epoch", "test_acc", "epochs", "test accuracy"),
@@ -29,49 +29,10 @@ def _clipped_image_runs(results: Path, preset: str | None) -> list[Run]:
     return runs
 
 
-def _save(fig, stem: Path) -> list[Path]:
-    for ext in ("png", "pdf"):
-        fig.savefig(stem.with_suffix(f".{ext}"), dpi=130)
-    plt.close(fig)
-    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-
-
 @FIGURES.register("celgc-cifar")
 def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
-    runs = _clipped_image_runs(results, preset)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    groups: dict[tuple, list[Run]] = {}
-    for run in runs:
-        groups.setdefault((run.task, run.preset, run.config["world_size"]), []).append(run)
-    for (task, preset_name, world), group in sorted(groups.items()):
-        curves = latest_per_curve(group)
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-        for ax, (x, y, xlabel, ylabel) in zip(axes.flat, PANELS):
-            for name, run in curves.items():
-                m = run.metrics.dropna(subset=[y])
-                style = dict(color="black", linestyle="--") if name.startswith("every") else {}
-                ax.plot(m[x], m[y], marker="o", markersize=3, label=name + ("" if run.complete else " (partial)"), **style)
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
-            if y == "train_loss":
-                ax.set_yscale("log")
-            ax.grid(alpha=0.3)
-        axes[0, 0].legend(fontsize=8)
-        fig.suptitle(f"CELGC on {task} ({preset_name} preset, N={world} workers)")
-        fig.tight_layout()
-        stem = out / f"celgc-cifar_{task}_{preset_name}_N{world}"
-        written += _save(fig, stem)
-        rows = []
-        for name, run in curves.items():
-            last = run.metrics.iloc[-1]
-            rows.append({"curve": name, "epochs": last["epoch"], "wall_seconds": last["wall_seconds"],
-                         "train_loss": last["train_loss"], "test_acc": last.get("test_acc"),
-                         "comm_rounds": last["comm_rounds"], "comm_bytes": last["comm_bytes"],
-                         "complete": run.complete, "run": run.path.name})
-        pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False)
-        written.append(stem.with_suffix(".csv"))
-    return written
+    return draw_interval_curves(_clipped_image_runs(results, preset), out, "celgc-cifar", PANELS,
+                                log_y={"train_loss"}, summary_columns=("train_loss", "test_acc"))
 
 
 def iterations_to(metrics: pd.DataFrame, target: float) -> float:
@@ -113,7 +74,7 @@ def draw_speedup(results: Path, out: Path, preset: str | None = None) -> list[Pa
         ax.set_title(f"Parallel speed-up: {task}, {curve} ({preset_name})", fontsize=9)
         fig.tight_layout()
         stem = out / f"celgc-speedup_{task}_{preset_name}_{curve.replace('=', '').replace(' ', '-')}"
-        written += _save(fig, stem)
+        written += save(fig, stem)
         pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False)
         written.append(stem.with_suffix(".csv"))
     if not written:
