@@ -57,7 +57,7 @@ def test_closure_is_called_and_its_loss_returned():
         return loss
 
     loss = opt.step(closure)
-    assert float(loss) == 4.0
+    assert loss.item() == 4.0
     assert torch.allclose(p.data, torch.tensor([2.0 - 0.1 * 4.0]))  # min(lr=0.1, clip/||g||=0.25)
 
 def test_make_rejects_unknown_names_and_bad_values():
