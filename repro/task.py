@@ -7,6 +7,7 @@ themselves in ``TASKS``.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
@@ -25,7 +26,7 @@ class Batch:
     lr_scale: float = 1.0  # AWD-LSTM's variable-length BPTT rescales the step size by seq_len / bptt
 
 
-class Task:
+class Task(ABC):
     """Built once per worker. Subclasses set the class attributes and implement the methods."""
 
     Options: ClassVar[type]  # a dataclass of the task's own settings
@@ -54,23 +55,25 @@ class Task:
         Returns the options with paths resolved. Raises UsageError on bad input."""
         return options
 
+    @abstractmethod
     def __init__(self, options: Any, rank: int, world_size: int, device: torch.device):
-        raise NotImplementedError  # abstract: every task defines its constructor
+        """Build the model (on ``device``) and this worker's view of the data."""
 
+    @abstractmethod
     def train_batches(self, epoch: int) -> Iterator[Batch]:
         """This worker's minibatches for ``epoch``; all workers yield the same number of batches."""
-        raise NotImplementedError
 
+    @abstractmethod
     def training_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(objective to differentiate, data loss to log)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def eval_sums(self, split: str) -> torch.Tensor:
         """Additive statistics of this worker's shard of ``split`` (summed over workers by the trainer)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def eval_metrics(self, split: str, sums: torch.Tensor) -> dict[str, float]:
-        raise NotImplementedError
+        """Metrics (CSV columns) from the summed statistics of ``split``."""
 
     def describe(self, train_loss: float) -> str:
         """Short progress-bar text for a training loss."""

@@ -8,6 +8,8 @@ DataLoader processes are needed on a 2-core CPU.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import hashlib
 import os
 import shutil
@@ -221,8 +223,9 @@ class ImageClassificationTask(Task):
         self._correct = torch.zeros((), dtype=torch.float64, device=self.device)
         self._seen = 0
 
+    @abstractmethod
     def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        raise NotImplementedError
+        """(images, labels) batches of this worker's shard of ``split``."""
 
     def training_loss(self, batch: Batch):
         images, labels = batch.data

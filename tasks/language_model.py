@@ -46,6 +46,14 @@ class LMOptions:
 _AWD = dict(bptt=70, variable_bptt=True, emsize=400, nhid=1150, nlayers=3, dropout=0.4, dropouti=0.4,
             dropoute=0.1, wdrop=0.5, tied=True, alpha=2.0, beta=1.0, eval_batch_size=10, test_batch_size=2)
 _PAPER_OPT = dict(name="clipped-sgd", lr=30.0, clip=7.5, momentum=0.0, weight_decay=1.2e-6)
+
+
+def _paper_preset(batch_size: int, dropouth: float, epochs: int, seed: int) -> dict:
+    """What the PTB and WikiText-2 scripts differ in; everything else is shared (N=8, I=16, NT-ASGD eval)."""
+    return dict(task=dict(_AWD, batch_size=batch_size, dropouth=dropouth), optimizer=_PAPER_OPT,
+                sync=dict(name="periodic", interval=16),
+                train=dict(epochs=epochs, machines=8, seed=seed, average_after_nonmono=5))
+
 # Laptop scale: 2x200 LSTM, the step of pytorch/examples' word_language_model (lr 20, clip 0.25 on
 # lr-scaled gradients, i.e. gamma = 20 * 0.25 = 5).
 _QUICK = dict(task=dict(batch_size=20, bptt=35), optimizer=dict(name="clipped-sgd", lr=20.0, clip=5.0),
@@ -134,9 +142,7 @@ class PTBLanguageModel(LanguageModelTask):
     corpus_name = "ptb"
     presets = {
         "quick": _QUICK,
-        "paper": dict(task=dict(_AWD, batch_size=3, dropouth=0.25), optimizer=_PAPER_OPT,
-                      sync=dict(name="periodic", interval=16),
-                      train=dict(epochs=250, machines=8, seed=2020, average_after_nonmono=5)),
+        "paper": _paper_preset(batch_size=3, dropouth=0.25, epochs=250, seed=2020),
     }
 
 
@@ -146,9 +152,7 @@ class WikiText2LanguageModel(LanguageModelTask):
     corpus_name = "wikitext-2"
     presets = {
         "quick": _QUICK,
-        "paper": dict(task=dict(_AWD, batch_size=10, dropouth=0.2), optimizer=_PAPER_OPT,
-                      sync=dict(name="periodic", interval=16),
-                      train=dict(epochs=300, machines=8, seed=1882, average_after_nonmono=5)),
+        "paper": _paper_preset(batch_size=10, dropouth=0.2, epochs=300, seed=1882),
     }
 
 
