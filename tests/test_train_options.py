@@ -37,6 +37,12 @@ class ToyTask(Task):
         loss = torch.nn.functional.mse_loss(self.model(x), y)
         return loss, loss
 
+    def eval_sums(self, split):  # no evaluation splits: never called
+        return torch.zeros(1)
+
+    def eval_metrics(self, split, sums):
+        return {}
+
 
 def _train(multiplier=1.0, stats=None, lr=0.1):
     task = ToyTask()
