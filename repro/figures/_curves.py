@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from repro.figures import save_figure  # noqa: E402
 from repro.results import Run  # noqa: E402
 
 
@@ -35,13 +36,6 @@ def latest_per_curve(runs: list[Run]) -> dict[str, Run]:
         if run.complete or name not in chosen or not chosen[name].complete:
             chosen[name] = run
     return dict(sorted(chosen.items(), key=lambda kv: _sort_key(kv[0])))
-
-
-def save(fig, stem: Path) -> list[Path]:
-    for ext in ("png", "pdf"):
-        fig.savefig(stem.with_suffix(f".{ext}"), dpi=130)
-    plt.close(fig)
-    return [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
 
 
 def draw_interval_curves(runs: list[Run], out: Path, figure: str, panels, log_y: set[str],
@@ -71,7 +65,7 @@ def draw_interval_curves(runs: list[Run], out: Path, figure: str, panels, log_y:
         fig.suptitle(f"CELGC on {task} ({preset_name} preset, N={world} workers)")
         fig.tight_layout()
         stem = out / f"{figure}_{task}_{preset_name}_N{world}"
-        written += save(fig, stem)
+        written += save_figure(fig, stem)
         summarize(curves, summary_columns).to_csv(stem.with_suffix(".csv"), index=False)
         written.append(stem.with_suffix(".csv"))
     return written

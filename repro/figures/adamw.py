@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from repro.figures import FIGURES  # noqa: E402
+from repro.figures import FIGURES, save_figure  # noqa: E402
 from repro.results import Run, load_runs, require  # noqa: E402
 
 ADAM_FAMILY = ("adam", "adam-l2", "adamw", "adamprox")
@@ -80,15 +80,6 @@ def best_cells(table: pd.DataFrame) -> pd.DataFrame:
     return ok.loc[ok.groupby(["optimizer"])["test_error"].idxmin()] if not ok.empty else ok
 
 
-def _save(fig, stem: Path) -> list[Path]:
-    paths = []
-    for ext in ("png", "pdf"):
-        fig.savefig(stem.with_suffix(f".{ext}"), dpi=130)
-        paths.append(stem.with_suffix(f".{ext}"))
-    plt.close(fig)
-    return paths
-
-
 def _adam_runs(results: Path, preset: str | None) -> list[Run]:
     runs = [r for r in load_runs(results, None, preset) if r.config["optimizer"]["name"] in ADAM_FAMILY
             and "test_acc" in r.metrics.columns]
@@ -144,7 +135,7 @@ def draw_heatmaps(results: Path, out: Path, preset: str | None = None) -> list[P
             ax.set_title(name)
         fig.colorbar(image, ax=list(axes[0]), label="final test error (%)", shrink=0.9)
         fig.suptitle(f"Final test error: {setting_name(key)} (box: best, div.: diverged)", fontsize=9)
-        written += _save(fig, stem)
+        written += save_figure(fig, stem)
         cells = group.drop(columns=["setting", "run"]).assign(run=[r.path.name for r in group["run"]])
         cells.sort_values(["optimizer", "lr", "weight_decay"]).to_csv(stem.with_suffix(".csv"), index=False)
         written.append(stem.with_suffix(".csv"))
@@ -171,7 +162,7 @@ def _best_curves(key: tuple, group: pd.DataFrame, out: Path) -> list[Path]:
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Best cells: {setting_name(key)}", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out / f"adamw-curves_{setting_stem(key)}")
+    return save_figure(fig, out / f"adamw-curves_{setting_stem(key)}")
 
 
 @FIGURES.register("adamw-histograms")
@@ -198,7 +189,7 @@ def draw_histograms(results: Path, out: Path, preset: str | None = None) -> list
         fig.suptitle(f"{run.config['optimizer']['name']} lr {_fmt(hp.get('lr', 0))} lambda {_fmt(hp.get('weight_decay', 0))}: "
                      f"{setting_name(setting(run))}", fontsize=9)
         fig.tight_layout()
-        written += _save(fig, out / f"adamw-histograms_{run.path.name}")
+        written += save_figure(fig, out / f"adamw-histograms_{run.path.name}")
     return written
 
 
@@ -235,7 +226,7 @@ def draw_loss_scale(results: Path, out: Path, preset: str | None = None) -> list
         fig.suptitle(f"Loss scaled by c: {setting_name(base)} (star: best lambda)", fontsize=9)
         fig.tight_layout()
         stem = out / f"adamw-loss-scale_{setting_stem(base)}"
-        written += _save(fig, stem)
+        written += save_figure(fig, stem)
         pd.DataFrame(summary).to_csv(stem.with_suffix(".csv"), index=False)
         written.append(stem.with_suffix(".csv"))
     if not written:

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from repro.figures import FIGURES  # noqa: E402
-from repro.figures._curves import curve_name, draw_interval_curves, save  # noqa: E402
+from repro.figures import FIGURES, save_figure  # noqa: E402
+from repro.figures._curves import curve_name, draw_interval_curves  # noqa: E402
 from repro.results import Run, load_runs, require  # noqa: E402
 
 PANELS = (("epoch", "train_loss", "epochs", "training loss"), ("epoch", "test_acc", "epochs", "test accuracy"),
@@ -74,7 +74,7 @@ def draw_speedup(results: Path, out: Path, preset: str | None = None) -> list[Pa
         ax.set_title(f"Parallel speed-up: {task}, {curve} ({preset_name})", fontsize=9)
         fig.tight_layout()
         stem = out / f"celgc-speedup_{task}_{preset_name}_{curve.replace('=', '').replace(' ', '-')}"
-        written += save(fig, stem)
+        written += save_figure(fig, stem)
         pd.DataFrame(rows).to_csv(stem.with_suffix(".csv"), index=False)
         written.append(stem.with_suffix(".csv"))
     if not written:

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from repro.figures import FIGURES  # noqa: E402
+from repro.figures import FIGURES, save_figure  # noqa: E402
 from repro.results import Run, load_runs, require  # noqa: E402
 
 IMAGE_TASKS = ("convnet-mnist", "convnet-fashion-mnist")
@@ -96,14 +96,6 @@ def summary_table(runs: list[Run], curves: dict[str, Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["optimizer", "value"]).reset_index(drop=True)
 
 
-def _save(fig, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return paths
-
-
 def draw_curves(curves: dict[str, Run], title: str, stem: Path) -> list[Path]:
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     for ax, (x, y, xlabel, ylabel) in zip(axes.flat, CURVE_PANELS):
@@ -119,7 +111,7 @@ def draw_curves(curves: dict[str, Run], title: str, stem: Path) -> list[Path]:
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"{title}: SGDOL vs best-tuned baselines")
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def draw_stepsize(sgdol_runs: list[Run], title: str, stem: Path) -> list[Path]:
@@ -141,7 +133,7 @@ def draw_stepsize(sgdol_runs: list[Run], title: str, stem: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def draw_sensitivity(table: pd.DataFrame, title: str, stem: Path) -> list[Path]:
@@ -163,7 +155,7 @@ def draw_sensitivity(table: pd.DataFrame, title: str, stem: Path) -> list[Path]:
                 ax.legend(fontsize=8)
     fig.suptitle(f"{title}: sensitivity of SGDOL to M and of the baselines to lr")
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 @FIGURES.register("sgdol")
