@@ -70,10 +70,12 @@ def resolve(req: RunRequest) -> dict:
         opt_default, sync_default = ALGORITHMS[req.algo]
 
     # Optimizer: preset hyperparameters apply where the chosen optimizer takes them; the user's must apply.
-    opt_name, opt_preset = _split(preset["optimizer"])
-    opt_name = req.optimizer or opt_default or opt_name
-    # A preset may tune each optimizer separately (the AdamW paper's best (lr, lambda) per optimizer).
-    opt_preset.update(preset.get("optimizer_overrides", {}).get(opt_name, {}))
+    opt_name = req.optimizer or opt_default or preset["optimizer"]["name"]
+    # A preset may hold a variant per optimizer, merged section by section over its base: the AdamW paper's
+    # best (lr, lambda) per optimizer, or, on ResNet-56, the CELGC paper's whole setting for clipped SGD.
+    for section, values in preset.get("by_optimizer", {}).get(opt_name, {}).items():
+        preset[section] = {**preset.get(section, {}), **values}
+    _, opt_preset = _split(preset["optimizer"])
     accepted = optim.accepted_hparams(opt_name)
     hparams = {k: v for k, v in opt_preset.items() if k in accepted}
     hparams.update(req.hparams)

@@ -64,8 +64,11 @@ def test_loss_scale_figure_reports_each_multipliers_best_lambda(tmp_path):
         for lam in (5e-5, 5e-4, 5e-3):
             fake_run(results, f"l2-{mult}-{lam}", "adam-l2", 1e-3, lam, 0.7 if lam == l2_best else 0.5, mult=mult)
             fake_run(results, f"w-{mult}-{lam}", "adamw", 1e-3, lam, 0.7 if lam == 5e-5 else 0.5, mult=mult)
+    # A step size run only at x1 is left out, or x1's curve would be the best over more cells than x10's.
+    fake_run(results, "l2-only-x1", "adam-l2", 5e-3, 5e-5, 0.9)
     paths = FIGURES.get("adamw-loss-scale")(results, tmp_path / "fig")
     table = pd.read_csv([p for p in paths if p.suffix == ".csv"][0])
+    assert set(table["best_lr"]) == {1e-3}
     best = {(r.optimizer, r.loss_multiplier): r.best_weight_decay for r in table.itertuples()}
     assert best == {("adam-l2", 1.0): 5e-4, ("adam-l2", 10.0): 5e-3, ("adamw", 1.0): 5e-5, ("adamw", 10.0): 5e-5}
 

@@ -90,6 +90,28 @@ def test_presets_give_each_optimizer_its_own_best_cell():
     assert w["train"]["loss_multiplier"] == 100.0 and w["task"]["options"]["bn"] is False
     user = resolve(RunRequest(task="resnet110-cifar10", preset="paper", optimizer="adamw", hparams={"lr": 1e-3}))
     assert user["optimizer"]["hparams"] == {"lr": 1e-3, "weight_decay": 1e-4}
-    celgc = resolve(RunRequest(task="resnet56-cifar10", preset="celgc-paper", algo="celgc"))
-    assert celgc["optimizer"]["hparams"]["lr"] == 0.3 and celgc["task"]["options"]["batch_size"] == 64
+
+
+def test_paper_preset_of_resnet56_is_celgcs_for_clipped_sgd_and_p2s_for_adam():
+    # `repro run resnet56-cifar10 --preset paper --algo celgc`: P1's whole setting, not P2's with SGD in it.
+    celgc = resolve(RunRequest(task="resnet56-cifar10", preset="paper", algo="celgc", sync_options={"interval": 8}))
+    assert celgc["optimizer"] == {"name": "clipped-sgd", "hparams": {"lr": 0.3, "clip": 1.0, "momentum": 0.0,
+                                                                     "weight_decay": 5e-4}}
+    assert celgc["task"]["options"]["batch_size"] == 64 and celgc["task"]["options"]["bn"] is True
     assert celgc["schedule"] == {"name": "step", "options": {"milestones": (80, 120), "gamma": 0.1}}
+    assert celgc["sync"] == {"name": "periodic", "options": {"interval": 8}}
+    assert celgc["train"]["machines"] == 8 and celgc["train"]["epochs"] == 200
+    baseline = resolve(RunRequest(task="resnet56-cifar10", preset="paper", algo="naive-parallel-clip"))
+    assert baseline["sync"] == {"name": "every-step", "options": {}} and baseline["optimizer"] == celgc["optimizer"]
+    adamw = resolve(RunRequest(task="resnet56-cifar10", preset="paper", optimizer="adamw"))
+    assert adamw["task"]["options"]["bn"] is False and adamw["task"]["options"]["batch_size"] == 128
+    assert adamw["schedule"]["name"] == "constant" and adamw["train"]["machines"] == 1
+    scripts = resolve(RunRequest(task="resnet32-cifar10", preset="celgc-scripts", algo="celgc"))
+    assert scripts["optimizer"]["hparams"]["lr"] == 0.1 and scripts["sync"]["options"] == {"interval": 2}
+
+
+def test_quick_preset_keeps_bn_for_p1_algorithms():
+    celgc = resolve(RunRequest(task="resnet20-cifar10", preset="quick", algo="celgc"))
+    assert celgc["task"]["options"]["bn"] is True and celgc["train"]["machines"] == 4
+    adam = resolve(RunRequest(task="resnet20-cifar10", preset="quick", optimizer="adam-l2"))
+    assert adam["task"]["options"]["bn"] is False and adam["task"]["options"]["train_subset"] == 2000

@@ -209,6 +209,9 @@ def draw_loss_scale(results: Path, out: Path, preset: str | None = None) -> list
         summary = []
         for ax, name in zip(axes[0], optimizers):
             cells = group[(group["optimizer"] == name) & ~group["diverged"]]
+            # Only step sizes run at every multiplier, so that no curve is the best over more cells than another.
+            common = set.intersection(*(set(g["lr"]) for _, g in cells.groupby("multiplier"))) if len(cells) else set()
+            cells = cells[cells["lr"].isin(common)]
             for mult, by_mult in cells.groupby("multiplier"):
                 # best over lr for each lambda: the lambda axis is what moves (or not) with the loss scale
                 curve = by_mult.groupby("weight_decay")["test_error"].min().sort_index()
@@ -218,7 +221,7 @@ def draw_loss_scale(results: Path, out: Path, preset: str | None = None) -> list
                 summary.append({"optimizer": name, "loss_multiplier": mult, "best_lr": best["lr"],
                                 "best_weight_decay": best["weight_decay"], "test_error": best["test_error"]})
             ax.set_xscale("symlog", linthresh=1e-5)
-            ax.set_xlabel("weight decay lambda (best lr per point)")
+            ax.set_xlabel("weight decay lambda (best of the lrs run at every multiplier)")
             ax.set_ylabel("final test error")
             ax.set_title(name)
             ax.grid(alpha=0.3)

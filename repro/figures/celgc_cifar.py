@@ -24,7 +24,7 @@ def _clipped_image_runs(results: Path, preset: str | None) -> list[Run]:
     runs = [r for r in load_runs(results, None, preset)
             if r.config["optimizer"]["name"] == "clipped-sgd" and "test_acc" in r.metrics.columns]
     require(runs, "clipped-sgd image-classification runs", results,
-            "run e.g. `repro run resnet56-cifar10 --preset celgc-paper --algo celgc --interval 16` and "
+            "run e.g. `repro run resnet56-cifar10 --preset paper --algo celgc --interval 16` and "
             "`--algo naive-parallel-clip` first")
     return runs
 
