@@ -36,9 +36,17 @@ def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
 
 
 def iterations_to(metrics: pd.DataFrame, target: float) -> float:
-    """First logged iteration (per worker) at which the training loss is <= target (NaN if never)."""
-    hit = metrics[metrics["train_loss"] <= target]
-    return float(hit["iteration"].iloc[0]) if not hit.empty else float("nan")
+    """Iterations per worker at which the training loss first reaches ``target``, linearly interpolated
+    between the two logged rows around the crossing (rows are one epoch apart, so the first row at or below
+    the target alone would overstate the iterations by up to an epoch); NaN if never reached."""
+    loss, iters = metrics["train_loss"].to_numpy(float), metrics["iteration"].to_numpy(float)
+    hits = (loss <= target).nonzero()[0]
+    if len(hits) == 0:
+        return float("nan")
+    i = int(hits[0])
+    if i == 0 or loss[i - 1] == loss[i]:
+        return float(iters[i])
+    return float(iters[i - 1] + (iters[i] - iters[i - 1]) * (loss[i - 1] - target) / (loss[i - 1] - loss[i]))
 
 
 @FIGURES.register("celgc-speedup")
