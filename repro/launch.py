@@ -41,6 +41,6 @@ def launch(spec: dict, machines: int, nodes: int = 1, node_rank: int = 0, master
     try:
         results = elastic_launch(config, run_worker)(spec)
     except ChildFailedError as e:
-        first = next(iter(e.failures.values()))
-        raise WorkersFailed(f"worker rank {first.rank} failed (exit code {first.exitcode}); see its traceback above") from None
+        rank, first = min(e.failures.items())  # keyed by global rank (ProcessFailure has local_rank only)
+        raise WorkersFailed(f"worker rank {rank} failed (exit code {first.exitcode}); see its traceback above") from None
     return results.get(0, {}) if results else {}

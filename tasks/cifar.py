@@ -209,8 +209,7 @@ _CELGC_SCHEDULE = dict(name="step", milestones=(80, 120), gamma=0.1)
 
 
 def celgc_preset(lr: float, batch_size: int, interval: int) -> dict:
-    """P1's CIFAR-10 setting (BN kept: P1's ResNets have it); plain SGD (local-sgd / minibatch-sgd) gets the
-    same step size without clipping."""
+    """P1's CIFAR-10 setting (BN kept: P1's ResNets have it)."""
     optimizer = dict(lr=lr, clip=1.0, momentum=0.0, weight_decay=5e-4)
     return dict(task=dict(bn=True, batch_size=batch_size), optimizer=dict(name="clipped-sgd", **optimizer),
                 sync=dict(name="periodic", interval=interval), schedule=_CELGC_SCHEDULE,
@@ -219,7 +218,6 @@ def celgc_preset(lr: float, batch_size: int, interval: int) -> dict:
 
 CELGC_PAPER = celgc_preset(lr=0.3, batch_size=64, interval=16)
 CELGC_SCRIPTS = celgc_preset(lr=0.1, batch_size=16, interval=2)
-_SGD_FAMILY = ("clipped-sgd", "sgd")
 
 
 def _variant(preset: dict) -> dict:
@@ -229,15 +227,15 @@ def _variant(preset: dict) -> dict:
 
 
 def adamw_preset(net: str, bn: bool, multiplier: int, epochs: int, batch_size: int = 128,
-                 sgd_variant: dict | None = None, **task) -> dict:
-    """P2's setting for one network; each Adam variant gets its own best (lr, lambda). ``sgd_variant``: the
-    setting used when a P1 algorithm (clipped-sgd / sgd) is chosen with this preset."""
+                 celgc_variant: dict | None = None, **task) -> dict:
+    """P2's setting for one network; each Adam variant gets its own best (lr, lambda). ``celgc_variant``: the
+    setting used when a P1 algorithm (optimizer clipped-sgd) is chosen with this preset."""
     best = ADAMW_BEST[(net, bn, multiplier)]
     lr, lam = best.get("adamw", best["adam-l2"])
     by_optimizer = {name: {"optimizer": dict(lr=lr_, weight_decay=lam_)} for name, (lr_, lam_) in best.items()}
     by_optimizer["adamprox"] = {"optimizer": dict(lr=lr, weight_decay=lam)}  # not tuned by the authors: AdamW's
-    for name in _SGD_FAMILY:
-        by_optimizer[name] = _variant(sgd_variant or CELGC_PAPER)
+    by_optimizer["clipped-sgd"] = _variant(celgc_variant or CELGC_PAPER)
+    by_optimizer["sgd"] = {"optimizer": dict(lr=0.1, weight_decay=0.0)}  # e.g. P3's baseline: this preset, SGD
     return dict(task=dict(bn=bn, batch_size=batch_size, **task), optimizer=dict(name="adamw", lr=lr, weight_decay=lam),
                 by_optimizer=by_optimizer, schedule=dict(name="constant"),
                 train=dict(epochs=epochs, machines=1, seed=0, loss_multiplier=float(multiplier)), grid=ADAMW_GRID)
@@ -246,14 +244,14 @@ def adamw_preset(net: str, bn: bool, multiplier: int, epochs: int, batch_size: i
 # quick: work a 2-core CPU finishes in minutes per cell: a fixed class-balanced subset of 2,000 training and
 # 1,000 test images, no BN, constant step size, 6 epochs; batch 32 rather than 128, because a BN-free ResNet
 # needs about a hundred steps to leave chance level and small batches buy more steps per image;
-# (lr, lambda) as the paper's best ResNet-20 cell per optimizer. With a P1 algorithm (clipped-sgd / sgd): the
+# (lr, lambda) as the paper's best ResNet-20 cell per optimizer. With a P1 algorithm (clipped-sgd): the
 # 8,000 training images with BN (SGD at eta 0.1 diverges without it), 4 workers of local batch 32, I = 4, P1's
 # eta 0.1 / gamma 1.0 / weight decay 5e-4 of the authors' scripts, constant step size, 6 epochs.
 QUICK_CELGC = dict(task=dict(bn=True, batch_size=32, train_subset=8000), optimizer=dict(name="clipped-sgd", lr=0.1, clip=1.0, momentum=0.0,
                                                                       weight_decay=5e-4),
                    sync=dict(name="periodic", interval=4), schedule=dict(name="constant"),
                    train=dict(epochs=6, machines=4, seed=0, loss_multiplier=1.0))
-QUICK = adamw_preset("resnet20", False, 1, epochs=6, batch_size=32, sgd_variant=QUICK_CELGC,
+QUICK = adamw_preset("resnet20", False, 1, epochs=6, batch_size=32, celgc_variant=QUICK_CELGC,
                      train_subset=2000, test_subset=1000)
 
 

@@ -1,6 +1,7 @@
 """Image tasks: networks (BN removal, published parameter counts), ImageFolder data on a tiny tree written
 here, shards, augmentation, and real `repro run` / `repro sweep` runs with 1 and 2 gloo workers."""
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -229,3 +230,14 @@ def test_sweep_carries_on_after_a_diverged_run(image_tree, tmp_path):
     status = {json.loads((d / "config.json").read_text())["optimizer"]["hparams"]["lr"]:
               pd.read_csv(d / "metrics.csv").iloc[-1]["status"] for d in _runs(out)}
     assert status == {1e12: "diverged", 0.01: "done"}
+
+
+def test_a_failing_worker_ends_the_run_with_one_line_naming_its_rank(image_tree, tmp_path):
+    # 60 images cannot give 4 workers a batch of 20 each: every worker raises while building its task.
+    r = run_repro("run", "resnet20-cifar10", "--optimizer", "sgd", "--machines", 4, "--batch-size", 20, "--epochs", 1,
+                  "--data-dir", image_tree, "--set", "data_format=jpeg", "--out", tmp_path / "results", "--quiet",
+                  env={"REPRO_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 1
+    # Whichever worker fails first is named (the launcher stops the others).
+    assert re.fullmatch(r"repro: error: worker rank [0-3] failed \(exit code 1\); see its traceback above",
+                        r.stderr.strip().splitlines()[-1])
