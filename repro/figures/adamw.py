@@ -221,7 +221,7 @@ def draw_loss_scale(results: Path, out: Path, preset: str | None = None) -> list
                 summary.append({"optimizer": name, "loss_multiplier": mult, "best_lr": best["lr"],
                                 "best_weight_decay": best["weight_decay"], "test_error": best["test_error"]})
             ax.set_xscale("symlog", linthresh=1e-5)
-            ax.set_xlabel("weight decay lambda (best of the lrs run at every multiplier)")
+            ax.set_xlabel("weight decay lambda (best lr run at every c)")
             ax.set_ylabel("final test error")
             ax.set_title(name)
             ax.grid(alpha=0.3)
