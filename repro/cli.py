@@ -1,68 +1,103 @@
-"""The ``repro`` command: list, run, sweep, plot."""
+"""The ``repro`` command: list, run, resume, sweep, plot, summarize."""
 from __future__ import annotations
 
-import itertools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from repro.errors import UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproduce CELGC (local gradient clipping), AdamW vs Adam-l2 and SGDOL benchmarks.")
 
 RUN_HELP = "Train TASK with one optimizer and sync policy on --machines worker processes."
 
 
 def _parse_value(text: str):
+    """A KEY=VALUE value: int, float, true/false, a comma-separated list of those, else the text itself."""
+    if "," in text:
+        return [_parse_value(part) for part in text.split(",") if part]
     for cast in (int, float):
         try:
             return cast(text)
         except ValueError:
             pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _key_values(flag: str, items: list[str]) -> dict:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        values[key.replace("-", "_")] = _parse_value(value)
+    return values
 
 
 @app.command("list")
 def list_components():
-    """Tasks (with presets), optimizers, sync policies, algorithm aliases and figures."""
-    from repro import optim, sync
+    """Tasks, recipes (with the --preset alias each answers to), optimizers, sync policies, algorithms, figures."""
+    from repro import optim, recipes, schedules, sync
     from repro.figures import FIGURES
     from repro.runspec import ALGORITHMS
     from repro.task import TASKS
 
     for name in TASKS.names():
         cls = TASKS.get(name)
-        typer.echo(f"task        {name:<22} presets: {', '.join(cls.presets)}  {cls.description}")
+        typer.echo(f"task        {name:<22} presets: {', '.join(recipes.presets_of(name)) or '-'}  {cls.description}")
+    for name in recipes.RECIPES.names():
+        r = recipes.RECIPES.get(name)
+        alias = f"--preset {r.preset}" + (f" --optimizer {'/'.join(r.for_optimizers)}" if r.for_optimizers else "")
+        tasks = r.tasks[0] if len(r.tasks) == 1 else f"{r.tasks[0]} (+{len(r.tasks) - 1})"
+        typer.echo(f"recipe      {name:<34} {tasks:<22} {alias:<40} {r.summary}")
     typer.echo(f"optimizers  {', '.join(optim.OPTIMIZERS.names())}")
     typer.echo(f"sync        {', '.join(sync.SYNC_POLICIES.names())}")
+    typer.echo(f"schedules   {', '.join(schedules.SCHEDULES.names())}")
     typer.echo("algos       " + ", ".join(f"{a} = {o} + {s}" for a, (o, s) in ALGORITHMS.items()))
     typer.echo(f"figures     {', '.join(FIGURES.names())}")
+    from repro.experiments import EXPERIMENTS
+
+    for name in EXPERIMENTS.names():
+        exp = EXPERIMENTS.get(name)
+        quick = exp.scales.get("quick")
+        typer.echo(f"experiment  {name:<22} {exp.paper}  claims {', '.join(c.id for c in exp.claims):<48} "
+                   f"quick: {len(quick.settings) if quick else 0} settings x {quick.seeds if quick else 0} seeds")
 
 
 @app.command("run", help=RUN_HELP)
 def run(
-    task: str = typer.Argument(..., help="Task name (see `repro list`)."),
-    preset: str = typer.Option("quick", help="Settings bundle: `quick` (laptop scale) or `paper` (the authors')."),
-    machines: Optional[int] = typer.Option(None, "--machines", "-n", help="Worker processes per node (the papers' machines). Default: the preset's."),
+    task: str = typer.Argument(..., help="A task (its --preset picks the recipe) or a recipe name; see `repro list`."),
+    preset: Optional[str] = typer.Option(None, help="Recipe alias for the task: `quick` (laptop scale, the default), `paper` (the authors'), ... (`repro list`)."),
+    from_run: Optional[Path] = typer.Option(None, "--from", help="Replay a recorded run's settings (its folder or config.json); flags override them."),
+    machines: Optional[int] = typer.Option(None, "--machines", "-n", help="Worker processes per node: the papers' 'machines' N (world size = machines x nodes). Default: the recipe's."),
     algo: Optional[str] = typer.Option(None, help="Paper algorithm alias: celgc, naive-parallel-clip, local-sgd, minibatch-sgd."),
-    optimizer: Optional[str] = typer.Option(None, help="Optimizer name (overrides --algo)."),
-    lr: Optional[float] = typer.Option(None, help="Step size (eta)."),
+    optimizer: Optional[str] = typer.Option(None, help="Optimizer name (overrides --algo). Another optimizer than the recipe's starts from its own defaults."),
+    lr: Optional[float] = typer.Option(None, help="Step size (eta). Shortcut for --opt lr=..."),
     clip: Optional[float] = typer.Option(None, help="Clipping threshold gamma (clipped-sgd)."),
     momentum: Optional[float] = typer.Option(None, help="Momentum."),
     weight_decay: Optional[float] = typer.Option(None, help="Weight decay (lambda)."),
     smoothness: Optional[float] = typer.Option(None, help="SGDOL: assumed smoothness M (stepsize starts at 1/M, stays in [0, 2/M])."),
     alpha: Optional[float] = typer.Option(None, help="SGDOL: initial regularizer alpha of the stepsize learner."),
+    opt: list[str] = typer.Option([], "--opt", help="Optimizer hyperparameter KEY=VALUE (repeatable), e.g. --opt beta2=0.99."),
+    param_groups: Optional[str] = typer.Option(None, help="all (default) or no-decay-bias-norm (no weight decay on biases and normalization layers)."),
     sync: Optional[str] = typer.Option(None, help="Sync policy: every-step, periodic, none (overrides --algo)."),
-    interval: Optional[int] = typer.Option(None, "--interval", "-I", help="Local steps between model averages (periodic)."),
+    interval: Optional[int] = typer.Option(None, "--interval", "-I", help="Local steps between model averages (periodic). Shortcut for --sync-opt interval=..."),
+    sync_opt: list[str] = typer.Option([], "--sync-opt", help="Sync-policy option KEY=VALUE (repeatable)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", "--scheduler", help="Step-size schedule: constant, step, cosine."),
+    sched_opt: list[str] = typer.Option([], "--sched-opt", help="Schedule option KEY=VALUE (repeatable), e.g. --sched-opt milestones=80,120."),
     no_bn: bool = typer.Option(False, "--no-bn", help="Build the network without any BatchNorm layer (task option bn=false)."),
     loss_multiplier: Optional[float] = typer.Option(None, help="Multiply the training objective by c (scale-freeness test)."),
     log_stats: list[int] = typer.Option([], "--log-stats", help="Record gradient/update magnitude histograms at this epoch (repeatable) into stats.npz."),
+    eval_sync: Optional[str] = typer.Option(None, help="copy (evaluate the workers' average in a copy; default) or in-place (average the training models first)."),
+    pairing: Optional[str] = typer.Option(None, help="Data for a step's several gradient evaluations (SGDOL): fresh-batch (a new minibatch each; default) or same-batch (all on the step's first batch, as the SGDOL authors' code)."),
+    tf32: Optional[str] = typer.Option(None, help="on|off: TF32 matmuls and convolutions on the GPU (default off)."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="Deterministic GPU kernels only (slower; default off)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the training forward (default off)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (one epoch = the training set once, summed over workers)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps per worker (smoke test)."),
     eval_batches: Optional[int] = typer.Option(None, help="Score only this many evaluation batches per worker (default: all; 20 with --max-steps)."),
@@ -72,97 +107,446 @@ def run(
     set_option: list[str] = typer.Option([], "--set", help="Task option KEY=VALUE (repeatable), e.g. --set bptt=70."),
     out: Path = typer.Option(Path("results"), help="Where run directories are written."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines."),
-    nodes: int = typer.Option(1, help="Number of nodes in the job."),
+    nodes: int = typer.Option(1, help="Number of nodes (computers) in the job."),
     node_rank: int = typer.Option(0, help="This node's rank (0 .. nodes-1)."),
     master_addr: str = typer.Option("127.0.0.1", help="Rendezvous host (node 0's address)."),
     master_port: Optional[int] = typer.Option(None, help="Rendezvous port (default: a free port on one node, 29500 across nodes)."),
     skip_completed: bool = typer.Option(False, hidden=True, help="Skip when a completed run with the same settings exists (sweeps)."),
     validate_only: bool = typer.Option(False, hidden=True),
+    resolve_only: bool = typer.Option(False, hidden=True, help="Return (config, world size) without running (experiments)."),
+    keep_checkpoints: int = typer.Option(1, help="Keep the newest K checkpoints (RUN_DIR/checkpoints/: one at every epoch end, and when stopped by a signal)."),
+    checkpoint_minutes: Optional[float] = typer.Option(None, help="Also checkpoint mid-epoch every M minutes (long epochs; default: epoch ends only)."),
+    timeout: float = typer.Option(300.0, help="Seconds the workers wait for a peer that stopped responding before the run fails."),
+    report: Optional[Path] = typer.Option(None, hidden=True, help="Write the run folder and final status here (sweeps)."),
 ):
     from repro import runlog, runspec
 
-    hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay).items() if v is not None}
-    hparams.update({k: v for k, v in dict(smoothness=smoothness, alpha=alpha).items() if v is not None})
-    task_options = {}
-    for item in set_option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        task_options[key.replace("-", "_")] = _parse_value(value)
+    if not task:  # some Typer/click pairs leave a missing required argument as None
+        raise UsageError("Missing argument 'TASK'.")
+    if not timeout > 0:
+        raise UsageError(f"timeout must be > 0 seconds, got {timeout}")
+    saving = _saving(keep_checkpoints, checkpoint_minutes)
+    os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it (setup_process)
+    hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay,
+                                     smoothness=smoothness, alpha=alpha).items() if v is not None}
+    hparams.update(_key_values("--opt", opt))
+    sync_options = _key_values("--sync-opt", sync_opt)
+    if interval is not None:
+        sync_options["interval"] = interval
+    task_options = _key_values("--set", set_option)
     if batch_size is not None:
         task_options["batch_size"] = batch_size
     if no_bn:
         task_options["bn"] = False
     if data_dir is not None:
         task_options["data_dir"] = data_dir
+    train = {k: v for k, v in dict(machines=machines, epochs=epochs, max_steps=max_steps, eval_batches=eval_batches,
+                                   seed=seed, loss_multiplier=loss_multiplier, eval_sync=eval_sync,
+                                   pairing=pairing).items()
+             if v is not None}
+    if log_stats:
+        train["log_stats"] = list(log_stats)
+    if tf32 is not None:
+        if tf32 not in ("on", "off"):
+            raise UsageError(f"--tf32 takes on or off, got {tf32!r}")
+        train["tf32"] = tf32 == "on"
+    if deterministic:
+        train["deterministic"] = True
+    if compile_model:
+        train["compile"] = True
     if nodes < 1 or not 0 <= node_rank < nodes:
         raise UsageError(f"need nodes >= 1 and 0 <= node-rank < nodes, got nodes={nodes}, node-rank={node_rank}")
+    base = runspec.load_recorded(from_run) if from_run is not None else None
     request = runspec.RunRequest(
         task=task, preset=preset, algo=algo, optimizer=optimizer, hparams=hparams, sync=sync,
-        sync_options={} if interval is None else {"interval": interval}, schedule=schedule,
-        task_options=task_options, machines=machines, epochs=epochs, max_steps=max_steps, eval_batches=eval_batches, seed=seed,
-        loss_multiplier=loss_multiplier, log_stats=list(log_stats))
-    spec = runspec.resolve(request)
-    world = spec["train"]["machines"] * nodes
+        sync_options=sync_options, schedule=schedule, schedule_options=_key_values("--sched-opt", sched_opt),
+        task_options=task_options, train=train, param_groups=param_groups, base=base)
+    config = runspec.resolve(request)
+    if resolve_only:
+        return config, config.train.machines * nodes
+    from repro import cluster
+
+    placement = cluster.outside_launcher()  # started by torchrun / a multi-task srun: join as that rank
+    if (placement is not None and placement.source == "slurm" and placement.local_world == 1 and machines is not None
+            and nodes == 1 and master_port is None and cluster.slurm_nodes() is not None):
+        placement = None  # one task per node asking for --machines workers each: spawn them (below)
+    run_id = None
+    slurm = cluster.slurm_nodes() if placement is None and nodes == 1 and master_port is None else None
+    if slurm is not None:  # one `repro run` per node under srun: the rendezvous comes from the job
+        nodes, node_rank, master_addr, master_port, run_id = (slurm[k] for k in ("nodes", "node_rank", "master_addr",
+                                                                                  "master_port", "run_id"))
+    if placement is not None:
+        config.train.machines, nodes, node_rank = placement.local_world, placement.nodes, placement.rank // placement.local_world
+    world = placement.world if placement is not None else config.train.machines * nodes
     runlog.check_writable(out)
+    if placement is None:
+        _check_devices(config.train.machines)
     if validate_only:
         return
-    identity = runspec.identity(spec, world)
-    task_dir = out / task
-    if skip_completed and node_rank == 0:
+    identity = config.identity(world)
+    if placement is not None:
+        _run_joined(config, placement, out, identity, skip_completed, quiet, report)
+        return
+    task_dir = out / config.task.name
+    held = None  # a sweep cell's claim on its setting, released when this process ends
+
+    def decide() -> str:
+        nonlocal held
+        if not skip_completed:
+            return "run"
+        held = runlog.claim(task_dir, identity)
+        if held is None:
+            return "busy"
         done = runlog.find_completed(task_dir, identity)
         if done is not None:
-            typer.echo(f"skip {done} (completed)", err=True)
-            return
-    spec = runspec.prepare_data(spec)
+            return f"skip {done}"
+        resumable = runlog.find_resumable(task_dir, identity)
+        return f"resume {resumable}" if resumable is not None and not runlog.is_alive(resumable) else "run"
 
+    from repro.launch import agree_across_nodes
+
+    decision = decide() if nodes == 1 else agree_across_nodes(nodes, node_rank, master_addr, master_port or 29500, decide)
+    if decision == "busy" or decision.startswith("skip "):
+        done = decision[len("skip "):] if decision != "busy" else None
+        typer.echo(f"skip {done} (completed)" if done else "skip: another process is running this setting", err=True)
+        if report is not None:
+            runlog.write_json(report, {"run_dir": done, "status": "skipped"})
+        return
+    if decision.startswith("resume "):
+        _resume_run(Path(decision[len("resume "):]), None, quiet, report, nodes, node_rank, master_addr, master_port,
+                    run_id, saving)
+        return
+    config = runspec.prepare_data(config)
     run_dir = None
     if node_rank == 0:  # global rank 0 lives on node 0 and writes the logs
-        run_dir = runlog.new_run_dir(out, task, f"{runspec.label(spec, world)}_{identity}")
-        runlog.write_json(run_dir / "config.json", {**spec, "identity": identity, "world_size": world,
-                                                    "nodes": nodes, "environment": runlog.environment()})
-        if not quiet:
-            typer.echo(f"run {run_dir}", err=True)
-    from repro.launch import launch
+        run_dir = _make_run_dir(config, out, identity, world, nodes, quiet, report)
+    _execute(config, run_dir, identity, None, quiet, report, nodes, node_rank, master_addr, master_port, run_id,
+             saving)
 
-    last = launch({**spec, "run_dir": str(run_dir) if run_dir else None, "quiet": quiet},
-                  machines=spec["train"]["machines"], nodes=nodes, node_rank=node_rank,
-                  master_addr=master_addr, master_port=master_port)
+
+def _saving(keep_checkpoints: int, checkpoint_minutes: Optional[float]) -> dict:
+    """The checkpoint settings handed to the workers (not part of a run's identity)."""
+    if keep_checkpoints < 1:
+        raise UsageError(f"--keep-checkpoints must be at least 1, got {keep_checkpoints}")
+    if checkpoint_minutes is not None and not checkpoint_minutes > 0:
+        raise UsageError(f"--checkpoint-minutes must be > 0, got {checkpoint_minutes}")
+    return {"keep_checkpoints": keep_checkpoints, "checkpoint_minutes": checkpoint_minutes}
+
+
+def _execute(config, run_dir: Optional[Path], identity: str, resume_from: Optional[Path], quiet: bool,
+             report: Optional[Path], nodes: int, node_rank: int, master_addr: str, master_port: Optional[int],
+             run_id: Optional[str], saving: dict) -> None:
+    """Launch the workers on a prepared config; write the run's status; exit 130/143 when interrupted."""
+    from repro import runlog
+    from repro.launch import WorkersFailed, launch
+
+    alive = runlog.hold(run_dir) if run_dir is not None else None  # `repro resume` refuses while this lives
+    spec = {**config.to_dict(), "run_dir": str(run_dir) if run_dir else None, "quiet": quiet, "identity": identity,
+            "resume_from": str(resume_from) if resume_from else None, **saving}
+    try:
+        last = launch(spec, machines=config.train.machines, nodes=nodes, node_rank=node_rank,
+                      master_addr=master_addr, master_port=master_port, run_id=run_id)
+    except WorkersFailed as e:
+        if run_dir is not None:
+            runlog.write_status(run_dir, "failed", reason=str(e))
+        raise
+    finally:
+        if alive is not None:
+            alive.close()
+    _finish(last, run_dir, config, quiet, report)
+
+
+def _resume_run(run_dir: Path, epochs: Optional[int], quiet: bool, report: Optional[Path], nodes: int = 1,
+                node_rank: int = 0, master_addr: str = "127.0.0.1", master_port: Optional[int] = None,
+                run_id: Optional[str] = None, saving: Optional[dict] = None) -> None:
+    """Continue a run from its newest checkpoint with its recorded settings (`--epochs` may extend it)."""
+    import time
+
+    from repro import checkpoint, runlog, runspec
+    from repro.config import CONFIG_VERSION
+
+    if not (run_dir / "config.json").is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no config.json)")
+    data = json.loads((run_dir / "config.json").read_text())
+    if data.get("version", 1) != CONFIG_VERSION:
+        raise UsageError(f"{run_dir} was written by another version of repro (config version {data.get('version', 1)}, "
+                         f"this one writes {CONFIG_VERSION}): resume it with that version")
+    if runlog.is_alive(run_dir):
+        raise UsageError(f"{run_dir} is still running (a live process holds it)")
+    config = runspec.load_recorded(run_dir)
+    completed = (run_dir / "summary.json").exists()
+    if epochs is not None:
+        if epochs < config.train.epochs:
+            raise UsageError(f"--epochs {epochs} is below the run's {config.train.epochs}")
+        config.train.epochs = epochs
+    if completed and (epochs is None or epochs == json.loads((run_dir / "config.json").read_text())["train"]["epochs"]):
+        raise UsageError(f"{run_dir} is complete: give a higher --epochs to extend it")
+    newest = checkpoint.newest(run_dir)
+    if newest is None:
+        raise UsageError(f"{run_dir} has no checkpoint to resume from")
+    payload = checkpoint.load(newest, identity=data["identity"], world_size=data.get("world_size"))  # refuses foreign
+    _truncate_csv(run_dir / "metrics.csv", int(payload.get("csv_rows", payload["epoch"])))
+    if report is not None:
+        runlog.write_json(report, {"run_dir": str(run_dir), "epochs": config.train.epochs})
+    data["train"]["epochs"] = config.train.epochs
+    data.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": newest.name,
+                                           "environment": runlog.environment()})
+    runlog.write_json(run_dir / "config.json", data)
+    (run_dir / "summary.json").unlink(missing_ok=True)
+    config = runspec.prepare_data(config)
+    runlog.write_status(run_dir, "running")
+    if not quiet:
+        typer.echo(f"resume {run_dir} from {newest.name}", err=True)
+    _execute(config, run_dir, data["identity"], newest, quiet, report, nodes, node_rank, master_addr, master_port,
+             run_id, saving or _saving(1, None))
+
+
+def _truncate_csv(path: Path, rows: int) -> None:
+    """Keep the header and the rows the checkpoint had seen written (a row logged after it is logged again)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        if len(lines) > rows + 1:
+            path.write_text("".join(lines[:rows + 1]))
+
+
+@app.command("resume")
+def resume(run_dir: Path = typer.Argument(..., help="The run folder to continue (results/TASK/RUN)."),
+           epochs: Optional[int] = typer.Option(None, help="Train to this many epochs in all (extends a finished run)."),
+           keep_checkpoints: int = typer.Option(1, help="Keep the newest K checkpoints."),
+           checkpoint_minutes: Optional[float] = typer.Option(None, help="Also checkpoint mid-epoch every M minutes."),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines.")):
+    """Continue an interrupted run from its newest checkpoint with its recorded settings; the metrics continue the
+    same metrics.csv and config.json records the resume."""
+    if not run_dir or not Path(run_dir).is_dir():
+        raise UsageError(f"run folder {run_dir} does not exist")
+    _resume_run(Path(run_dir), epochs, quiet, None, saving=_saving(keep_checkpoints, checkpoint_minutes))
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _check_devices(machines: int) -> None:
+    """More workers than GPUs: NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): stop before launching."""
+    import torch
+
+    if torch.cuda.is_available() and machines > torch.cuda.device_count():
+        raise UsageError(f"--machines {machines} needs {machines} GPUs on this node, {torch.cuda.device_count()} "
+                         f"visible: use --machines {torch.cuda.device_count()}, more nodes (--nodes), or the CPU "
+                         "(CUDA_VISIBLE_DEVICES= , gloo; any number of workers)")
+
+
+def _make_run_dir(config, out: Path, identity: str, world: int, nodes: int, quiet: bool, report: Optional[Path]) -> Path:
+    from repro import runlog
+
+    run_dir = runlog.new_run_dir(out, config.task.name, f"{config.label(world)}_{identity}")
+    runlog.write_json(run_dir / "config.json", {**config.to_dict(), "identity": identity, "world_size": world,
+                                                "nodes": nodes, "environment": runlog.environment()})
+    runlog.write_status(run_dir, "running")
+    if not quiet:
+        typer.echo(f"run {run_dir}", err=True)
+    if report is not None:
+        runlog.write_json(report, {"run_dir": str(run_dir), "epochs": config.train.epochs})
+    return run_dir
+
+
+def _finish(last: dict, run_dir: Optional[Path], config, quiet: bool, report: Optional[Path]) -> None:
+    from repro import runlog
+
+    status = (last or {}).get("status") or "done"
+    if run_dir is not None:
+        runlog.write_status(run_dir, status)
+    if status == "interrupted":
+        if report is not None and run_dir is not None:
+            runlog.write_json(report, {"run_dir": str(run_dir), "status": "interrupted"})
+        signum = int((last or {}).get("signal") or 15)
+        where = f"; resume with: repro resume {run_dir}" if run_dir is not None else ""
+        done = (last or {}).get("epochs_done", 0)
+        when = f"at step {last['step']} in epoch {done + 1}" if (last or {}).get("step") else f"after epoch {done}"
+        print(f"repro: interrupted by {_signal_name(signum)} {when}{where}", file=sys.stderr)
+        raise SystemExit(128 + signum)
+    if report is not None and run_dir is not None:
+        runlog.write_json(report, {"run_dir": str(run_dir), "epochs": config.train.epochs,
+                                   "status": (last or {}).get("status") or "done"})
     if last and not quiet:
         typer.echo(json.dumps({k: last[k] for k in sorted(last) if k != "status"}), err=True)
 
 
-@app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def sweep(ctx: typer.Context, task: str = typer.Argument(..., help="Task name."),
-          dry_run: bool = typer.Option(False, "--dry-run", help="List the runs without starting them.")):
-    """Run the cartesian product of comma-separated flag values one after another, e.g.
-    `repro sweep lstm-ptb --interval 2,4,8,16 --lr 10,30`. Any `repro run` flag may take a list; runs whose
-    completed results already exist are skipped."""
-    args = list(ctx.args)
-    axes: list[list[list[str]]] = []
-    i = 0
-    while i < len(args):
-        flag = args[i]
-        if not flag.startswith("-"):
-            raise UsageError(f"unexpected argument {flag!r} (flags look like --lr 0.1,1)")
-        if i + 1 < len(args) and not args[i + 1].startswith("--"):
-            axes.append([[flag, v] for v in args[i + 1].split(",")])
-            i += 2
+def _run_joined(config, placement, out: Path, identity: str, skip_completed: bool, quiet: bool,
+                report: Optional[Path]) -> None:
+    """One rank of a job an outside launcher started: rank 0 decides and makes the run folder, every rank learns
+    it; each node's first rank prepares the data before the others read it."""
+    import torch.distributed as dist
+
+    from repro import runlog, runspec
+    from repro.worker import run_worker, setup_process
+
+    placement.export()
+    _, _, device = setup_process()
+    error = None
+    if placement.local_rank == 0:
+        try:
+            config = runspec.prepare_data(config)
+        except UsageError as e:
+            error = str(e)
+    _all_agree(error, device)
+    if placement.local_rank != 0:
+        config = runspec.prepare_data(config)  # now cached: only resolves paths
+    decision = [None]
+    if placement.rank == 0:
+        done = runlog.find_completed(out / config.task.name, identity) if skip_completed else None
+        if done is not None:
+            decision = [f"skip {done}"]
         else:
-            axes.append([[flag]])
-            i += 1
-    combos = [[task, *itertools.chain.from_iterable(c)] for c in itertools.product(*axes)]
-    for combo in combos:  # validate every combination before starting any
-        _invoke_run([*combo, "--validate-only"])
-    for n, combo in enumerate(combos, 1):
-        typer.echo(f"[{n}/{len(combos)}] repro run {' '.join(combo)}", err=True)
-        if not dry_run:
-            _invoke_run([*combo, "--skip-completed"])
+            decision = [str(_make_run_dir(config, out, identity, placement.world, placement.nodes, quiet, report))]
+    if dist.is_initialized():
+        dist.broadcast_object_list(decision, src=0)
+    if decision[0].startswith("skip "):
+        if placement.rank == 0:
+            typer.echo(f"{decision[0]} (completed)", err=True)
+        dist.destroy_process_group() if dist.is_initialized() else None
+        return
+    run_dir = Path(decision[0]) if placement.rank == 0 else None
+    last = run_worker({**config.to_dict(), "run_dir": str(run_dir) if run_dir else None, "quiet": quiet})
+    if placement.rank == 0:
+        _finish(last, run_dir, config, quiet, report)
 
 
-def _invoke_run(argv: list[str]) -> None:
+def _all_agree(error: str | None, device) -> None:
+    """Raise on every rank when any rank failed (the message shows where it happened), so none waits forever."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if error:
+            raise UsageError(error)
+        return
+    failed = torch.tensor([1 if error else 0], device=device)
+    dist.all_reduce(failed)
+    if failed.item():
+        dist.destroy_process_group()
+        raise UsageError(error or "another rank could not prepare the data (see its message)")
+
+
+@app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(ctx: typer.Context, task: str = typer.Argument(..., help="Task or recipe name."),
+          jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once (each its own process; GPUs dealt out, or cores / K threads each)."),
+          gpus: Optional[str] = typer.Option(None, help="GPU indices to deal out to the cells, e.g. 0,1,2,3 (default: all visible)."),
+          shard: Optional[str] = typer.Option(None, help="Run only slice i of n of the grid (i/n, 0 <= i < n); default from SLURM_ARRAY_TASK_ID/COUNT in an array job."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="List this shard's cells without starting them.")):
+    """Run the cartesian product of comma-separated flag values, e.g.
+    `repro sweep lstm-ptb --interval 2,4,8,16 --lr 10,30 --jobs 4`. Any `repro run` flag may take a list; cells whose
+    completed results already exist are skipped; a failed or diverged cell does not stop the others."""
+    from repro.sweep import run_sweep
+
+    if not task or task.startswith("-"):
+        raise UsageError("Missing argument 'TASK'.")
+    try:
+        gpu_list = None if gpus is None else [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise UsageError(f"--gpus expects comma-separated GPU indices, got {gpus!r}") from None
+    code = run_sweep(task, list(ctx.args), jobs, gpu_list, shard, dry_run,
+                     validate=lambda argv: _invoke_run([*argv, "--validate-only"]),
+                     echo=lambda text: typer.echo(text, err=True))
+    if code:
+        raise SystemExit(code)
+
+
+def _invoke_run(argv: list[str]):
     command = typer.main.get_command(app)
-    command.main(["run", *argv], standalone_mode=False)
+    return command.main(["run", *argv], standalone_mode=False)
+
+
+def _setting_key(argv: list[str]) -> str:
+    """The setting (run identity without the seed) a `repro run` command line resolves to."""
+    config, world = _invoke_run([*argv, "--resolve-only"])
+    return config.setting(world)
+
+
+DATA_ENV = {"REPRO_PTB_DIR": "ptb", "REPRO_WT2_DIR": "wikitext-2", "REPRO_CIFAR10_DIR": "."}
+
+
+@app.command("reproduce")
+def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `repro list`)."),
+              scale: str = typer.Option("quick", help="quick (laptop scale) or paper (the authors' setting)."),
+              seeds: Optional[int] = typer.Option(None, help="Seeds per setting (default: the experiment's, 3 at quick scale)."),
+              jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at once (each its own process; GPUs dealt out, or cores / K threads)."),
+              results: Path = typer.Option(Path("results"), help="Results root: runs go to RESULTS/EXPERIMENT/SCALE/."),
+              data_root: Optional[Path] = typer.Option(None, help="A folder with ptb/, wikitext-2/ and cifar10-jpeg.tar.gz (like ../shared/data): sets REPRO_PTB_DIR, REPRO_WT2_DIR, REPRO_CIFAR10_DIR where unset."),
+              shard: Optional[str] = typer.Option(None, help="Run only slice i of n of the missing runs (i/n); default from a Slurm array job."),
+              dry_run: bool = typer.Option(False, "--dry-run", help="List the missing runs and an estimated time; run nothing.")):
+    """Run the missing runs of a paper figure (seed x setting; interrupted ones resume), then draw its figures and
+    rewrite RESULTS/REPORT.md."""
+    from repro.experiments import EXPERIMENTS, evidence
+    from repro.runlog import check_writable
+    from repro.sweep import run_cells
+
+    exp = EXPERIMENTS.get(experiment)
+    if scale not in exp.scales:
+        raise UsageError(f"experiment {experiment} has no scale {scale!r} (it has: {', '.join(exp.scales)})")
+    if seeds is not None and seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    if data_root is not None:
+        if not data_root.is_dir():
+            raise UsageError(f"--data-root {data_root} is not a folder")
+        for var, sub in DATA_ENV.items():
+            os.environ.setdefault(var, str((data_root / sub).resolve()))
+    folder = exp.folder(results, scale)
+    check_writable(folder)
+    _, done = evidence(exp, scale, results, _setting_key)
+    cells = exp.cells(scale, seeds)
+    missing = [(setting, seed) for setting, seed in cells if (setting.label, seed) not in done]
+    minutes = exp.scales[scale].minutes_per_run
+    typer.echo(f"{experiment} ({scale}): {len(cells)} runs, {len(cells) - len(missing)} complete, {len(missing)} to run"
+               + (f", about {minutes * len(missing) / jobs:.0f} min with --jobs {jobs} (estimate: {minutes:g} min a run "
+                  "on the reference machine)" if missing and minutes else ""), err=True)
+    argvs = [[*setting.argv, "--seed", str(seed), "--out", str(folder), "--quiet"] for setting, seed in missing]
+    code = 0
+    if argvs:
+        code = run_cells(argvs, jobs, None, shard, dry_run, validate=lambda argv: _invoke_run([*argv, "--validate-only"]),
+                         echo=lambda text: typer.echo(text, err=True), quiet=True)
+    if dry_run:
+        return
+    _draw_and_report(exp, scale, results)
+    if code:
+        raise SystemExit(code)
+
+
+def _draw_and_report(exp, scale: str, results: Path) -> None:
+    from repro.figures import FIGURES
+    from repro.report import judge_all, write
+
+    folder = exp.folder(results, scale)
+    for figure in exp.figures:
+        try:
+            for path in FIGURES.get(figure)(folder, folder / "figures", preset=None):
+                typer.echo(str(path), err=True)
+        except UsageError as e:  # a figure with nothing to draw yet is not an error of the runs
+            typer.echo(f"figure {figure}: {e}", err=True)
+    judged, run_dirs = judge_all(results, _setting_key)
+    for path in write(results, judged, run_dirs):
+        typer.echo(str(path))
+
+
+@app.command("report")
+def report(results: Path = typer.Option(Path("results"), help="Results root (as given to `repro reproduce`).")):
+    """Judge every claim of the three papers from the runs under RESULTS: RESULTS/REPORT.md and REPORT.html."""
+    from repro.report import judge_all, write
+
+    if not results.is_dir():
+        raise UsageError(f"results folder {results} does not exist")
+    judged, run_dirs = judge_all(results, _setting_key)
+    for path in write(results, judged, run_dirs):
+        typer.echo(str(path))
+    counts = {}
+    for j in judged:
+        counts[j.verdict.outcome] = counts.get(j.verdict.outcome, 0) + 1
+    typer.echo("claims: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())), err=True)
 
 
 @app.command("plot")
@@ -174,6 +558,8 @@ def plot(figure: str = typer.Argument(..., help="Figure name (see `repro list`).
     from repro.figures import FIGURES
     from repro.runlog import check_writable
 
+    if not figure:
+        raise UsageError("Missing argument 'FIGURE'.")
     draw = FIGURES.get(figure)
     if not results.is_dir():
         raise UsageError(f"results folder {results} does not exist")
@@ -181,6 +567,44 @@ def plot(figure: str = typer.Argument(..., help="Figure name (see `repro list`).
     check_writable(out)
     for path in draw(results, out, preset=preset):
         typer.echo(str(path))
+
+
+@app.command("summarize")
+def summarize(results: Path = typer.Argument(..., help="Folder of run directories (RESULTS/TASK/RUN)."),
+              out: Optional[Path] = typer.Option(None, help="Where summary.csv, .md and .tex go (default: RESULTS)."),
+              task: Optional[str] = typer.Option(None, help="Only runs of this task."),
+              preset: Optional[str] = typer.Option(None, help="Only runs of this preset.")):
+    """Final metrics per setting (runs differing only in their seed together): mean, std and n, as CSV, Markdown
+    and LaTeX."""
+    from repro.results import by_setting, load_runs, require
+    from repro.runlog import check_writable
+    from repro.seeds import summary_table, write_summary
+
+    if not results.is_dir():
+        raise UsageError(f"results folder {results} does not exist")
+    runs = load_runs(results, (task,) if task else None, preset)
+    require(runs, "runs" + (f" of task {task}" if task else "") + (f" with preset {preset}" if preset else ""),
+            results, "run e.g. `repro run TASK --seed 1` (and --seed 2, 3) first")
+    complete = [r for r in runs if r.complete]
+    require(complete, "complete runs", results, f"{len(runs)} run(s) have no summary.json yet (still running or stopped)")
+    out = out or results
+    check_writable(out)
+    if len(complete) < len(runs):
+        typer.echo(f"note: left out {len(runs) - len(complete)} incomplete run(s) (no summary.json)")
+    groups = by_setting(complete)
+    for path in write_summary(summary_table(groups), out):
+        typer.echo(str(path))
+    typer.echo(f"{len(groups)} setting(s) from {len(complete)} run(s)")
+
+
+def _usage_message(error: BaseException) -> str | None:
+    """The one-line message of a command-line usage error (bad flag, non-number, unknown option...).
+
+    Typer raised click's exceptions up to 0.25 and raises its vendored copy's from 0.26 on; both carry
+    ``format_message()`` and ``exit_code``, so duck typing keeps this independent of either's module path."""
+    if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
+        return " ".join(error.format_message().split())
+    return None
 
 
 def main() -> None:
@@ -192,14 +616,19 @@ def main() -> None:
     except UsageError as e:
         print(f"repro: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (click.exceptions.ClickException, typer.exceptions.TyperException) as e:  # bad flag, non-number...
-        if hasattr(e, "format_message"):
-            print(f"repro: error: {e.format_message()}".replace("\n", " "), file=sys.stderr)
-            sys.exit(2)
-        code = getattr(e, "exit_code", None)  # Exit (help shown) or Abort (Ctrl-C at a prompt)
-        sys.exit(130 if code is None else code)
     except WorkersFailed as e:
         print(f"repro: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - only usage errors and Typer's Exit/Abort are handled here
+        message = _usage_message(e)
+        if message is not None:
+            print(f"repro: error: {message}", file=sys.stderr)
+            sys.exit(2)
+        kind = type(e).__name__
+        if kind == "Exit":  # --help or --version already printed; exit with its code
+            sys.exit(getattr(e, "exit_code", 0))
+        if kind == "Abort":  # Ctrl-C at a prompt
+            sys.exit(130)
+        raise

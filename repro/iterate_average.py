@@ -26,6 +26,20 @@ class TriggeredIterateAverage:
             self.average = []
         self.history.append(val_loss)
 
+    def state_dict(self) -> dict:
+        """Validation-loss history, whether averaging is on (``average`` not None), the running mean and its count
+        (tensors on the CPU)."""
+        return {"history": list(self.history), "count": self.count, "active": self.active,
+                "average": None if self.average is None else [t.detach().cpu().clone() for t in self.average]}
+
+    def load_state_dict(self, state: dict, device=None) -> None:
+        self.history, self.count = [float(v) for v in state["history"]], int(state["count"])
+        average = state["average"]
+        if average is None and state.get("active"):
+            average = []
+        self.average = None if average is None else [t.to(device) if device is not None else t.clone()
+                                                     for t in average]
+
     @torch.no_grad()
     def add(self, model: torch.nn.Module) -> None:
         self.count += 1

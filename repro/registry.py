@@ -56,13 +56,22 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def check_kwargs(kind: str, name: str, fn: Callable, kwargs: dict) -> None:
-    """Reject keyword arguments a builder does not take, naming them (a typo must not pass silently)."""
+# Arguments a builder receives from the framework rather than from settings.
+FRAMEWORK_ARGS = ("params", "epochs")
+
+
+def builder_defaults(fn: Callable) -> dict:
+    """A builder's settings and their defaults (``inspect.Parameter.empty`` where required): the one place that
+    reads signatures, so defaults are recorded in config.json instead of re-derived by readers."""
     import inspect
 
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(kwargs) - set(params))
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if name not in FRAMEWORK_ARGS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def check_kwargs(kind: str, name: str, fn: Callable, kwargs: dict) -> None:
+    """Reject keyword arguments a builder does not take, naming them (a typo must not pass silently)."""
+    accepted = builder_defaults(fn)
+    unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise UsageError(f"{kind} {name!r} does not take {', '.join(unknown)} (it takes: {', '.join(p for p in params if p != 'params')})")
+        raise UsageError(f"{kind} {name!r} does not take {', '.join(unknown)} (it takes: {', '.join(accepted) or 'nothing'})")

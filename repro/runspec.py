@@ -1,20 +1,26 @@
-"""Turn a task's preset plus the user's flags into a resolved, validated run spec (plain JSON data).
+"""Resolve what the user asked for into a validated RunConfig (repro/config.py).
 
-Validation happens here, in the launching process, so bad input fails with one line before any worker
-starts or anything is written.
+Precedence, for every value: a flag  >  the recipe (or the recorded run given by `--from`)  >  the default (the
+task's Options dataclass, the builder's keyword defaults, TrainSettings). Validation happens here, in the launching
+process, so bad input fails with one line before any worker starts or anything is written.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import inspect
+import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from repro import optim, schedules, sync
+from repro import optim, recipes, schedules, sync
+from repro.config import (PARAM_GROUP_MODES, ComponentSection, OptimizerSection, RunConfig, TaskSection,
+                          make_train)
 from repro.errors import UsageError
-from repro.runlog import config_hash
+from repro.registry import builder_defaults, check_kwargs
 from repro.task import TASKS
 
 # Paper algorithms as (optimizer, sync policy) pairs; explicit --optimizer / --sync flags override them.
@@ -28,28 +34,21 @@ ALGORITHMS: dict[str, tuple[str, str]] = {
 
 @dataclass
 class RunRequest:
-    """What the user asked for; ``None`` means: take the preset's value."""
+    """What the user asked for; ``None`` / empty means: take the recipe's value, else the default."""
 
-    task: str
-    preset: str = "quick"
+    task: str  # a task name, or a recipe name (which names its task)
+    preset: str | None = None  # recipe alias; "quick" when neither a recipe nor --from is given
     algo: str | None = None
     optimizer: str | None = None
-    hparams: dict = field(default_factory=dict)  # only the flags the user gave
+    hparams: dict = field(default_factory=dict)  # --lr, --clip, ... and --opt KEY=VALUE
     sync: str | None = None
-    sync_options: dict = field(default_factory=dict)
+    sync_options: dict = field(default_factory=dict)  # --interval and --sync-opt KEY=VALUE
     schedule: str | None = None
-    task_options: dict = field(default_factory=dict)
-    machines: int | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    eval_batches: int | None = None
-    seed: int | None = None
-    loss_multiplier: float | None = None  # scale the training objective (AdamW paper's scale-freeness test)
-    log_stats: list[int] | None = None  # epochs (1-based) whose gradient/update magnitudes are recorded
-
-
-def _accepted(fn) -> set[str]:
-    return set(inspect.signature(fn).parameters) - {"params", "epochs"}
+    schedule_options: dict = field(default_factory=dict)  # --sched-opt KEY=VALUE
+    task_options: dict = field(default_factory=dict)  # --set KEY=VALUE, --batch-size, --no-bn, --data-dir
+    train: dict = field(default_factory=dict)  # --epochs, --machines, --seed, --max-steps, ...
+    param_groups: str | None = None
+    base: RunConfig | None = None  # `--from RUN_DIR`: a recorded run's settings take the recipe's place
 
 
 def _split(section: dict) -> tuple[str, dict]:
@@ -57,113 +56,96 @@ def _split(section: dict) -> tuple[str, dict]:
     return section.pop("name"), section
 
 
-def resolve(req: RunRequest) -> dict:
-    task_cls = TASKS.get(req.task)
-    if req.preset not in task_cls.presets:
-        raise UsageError(f"unknown preset {req.preset!r} for {req.task} (known: {', '.join(sorted(task_cls.presets))})")
-    preset = copy.deepcopy(task_cls.presets[req.preset])
+def _layer(name: str, kind: str, builder, base_name: str, base_options: dict, flags: dict) -> dict:
+    """default < base (only when the base names the same component) < flags; unknown keys rejected."""
+    given = {**(base_options if name == base_name else {}), **flags}
+    check_kwargs(kind, name, builder, given)
+    defaults = {k: v for k, v in builder_defaults(builder).items() if v is not inspect.Parameter.empty}
+    return {**defaults, **given}
 
-    opt_default, sync_default = None, None
-    if req.algo is not None:
-        if req.algo not in ALGORITHMS:
-            raise UsageError(f"unknown algo {req.algo!r} (known: {', '.join(sorted(ALGORITHMS))})")
-        opt_default, sync_default = ALGORITHMS[req.algo]
 
-    # Optimizer: preset hyperparameters apply where the chosen optimizer takes them; the user's must apply.
-    opt_name = req.optimizer or opt_default or preset["optimizer"]["name"]
-    # A preset may hold a variant per optimizer, merged section by section over its base: the AdamW paper's
-    # best (lr, lambda) per optimizer, or, on ResNet-56, the CELGC paper's whole setting for clipped SGD.
-    for section, values in preset.get("by_optimizer", {}).get(opt_name, {}).items():
-        preset[section] = {**preset.get(section, {}), **values}
-    _, opt_preset = _split(preset["optimizer"])
-    accepted = optim.accepted_hparams(opt_name)
-    hparams = {k: v for k, v in opt_preset.items() if k in accepted}
-    hparams.update(req.hparams)
-    optim.make(opt_name, [torch.zeros(1, requires_grad=True)], **hparams)  # validates names and values
+def _choose_base(req: RunRequest) -> tuple[str, dict, TaskSection]:
+    """(task name, the base's sections, the task section's labels) from --from, a recipe name or a preset."""
+    if req.base is not None:
+        if req.task not in (req.base.task.name, req.base.task.recipe) or req.preset is not None:
+            raise UsageError(f"--from gives task {req.base.task.name}: leave out TASK and --preset, or name that task")
+        base = req.base.to_dict()
+        base["optimizer"] = {"name": base["optimizer"]["name"], **base["optimizer"]["hparams"]}
+        base["sync"] = {"name": base["sync"]["name"], **base["sync"]["options"]}
+        base["schedule"] = {"name": base["schedule"]["name"], **base["schedule"]["options"]}
+        base["task"] = base["task"]["options"]
+        return req.base.task.name, base, TaskSection(req.base.task.name, {}, req.base.task.preset, req.base.task.recipe)
+    if req.task in recipes.RECIPES and req.task not in TASKS:
+        if req.preset is not None:
+            raise UsageError(f"{req.task} is a recipe: --preset does not apply")
+        recipe = recipes.RECIPES.get(req.task)
+        return recipe.tasks[0], copy.deepcopy(recipe.sections()), TaskSection(recipe.tasks[0], {}, recipe.preset, recipe.name)
+    TASKS.get(req.task)  # unknown task: one line naming the known ones
+    opt_choice = req.optimizer or (ALGORITHMS[req.algo][0] if req.algo in ALGORITHMS else None)
+    recipe = recipes.by_preset(req.task, req.preset or "quick", opt_choice)
+    return req.task, copy.deepcopy(recipe.sections()), TaskSection(req.task, {}, req.preset or "quick", recipe.name)
 
-    sync_name, sync_preset = _split(preset.get("sync", {"name": "none"}))
-    sync_name = req.sync or sync_default or sync_name
-    accepted = _accepted(sync.SYNC_POLICIES.get(sync_name))
-    bad = sorted(set(req.sync_options) - accepted)
-    if bad:
-        raise UsageError(f"--{bad[0]} does not apply to sync policy {sync_name!r}")
-    sync_options = {k: v for k, v in sync_preset.items() if k in accepted} | req.sync_options
+
+def resolve(req: RunRequest) -> RunConfig:
+    if req.algo is not None and req.algo not in ALGORITHMS:
+        raise UsageError(f"unknown algo {req.algo!r} (known: {', '.join(sorted(ALGORITHMS))})")
+    algo_opt, algo_sync = ALGORITHMS.get(req.algo, (None, None))
+    task_name, base, task_section = _choose_base(req)
+    task_cls = TASKS.get(task_name)
+
+    base_opt_name, base_hparams = _split(base["optimizer"])
+    opt_name = req.optimizer or algo_opt or base_opt_name
+    hparams = _layer(opt_name, "optimizer", optim.OPTIMIZERS.get(opt_name), base_opt_name, base_hparams, req.hparams)
+    if opt_name != base_opt_name and not req.hparams and sys.stderr.isatty():
+        print(f"note: {task_section.recipe or 'the recorded run'} is written for {base_opt_name}; {opt_name} takes "
+              f"its own defaults ({', '.join(f'{k}={v}' for k, v in hparams.items())})", file=sys.stderr)
+    optim.make(opt_name, [torch.zeros(1, requires_grad=True)], **hparams)  # validates values
+    param_groups = req.param_groups or base.get("param_groups", "all")
+    if param_groups not in PARAM_GROUP_MODES:
+        raise UsageError(f"param-groups must be one of {', '.join(PARAM_GROUP_MODES)}, got {param_groups!r}")
+
+    base_sync_name, base_sync = _split(base.get("sync", {"name": "none"}))
+    sync_name = req.sync or algo_sync or base_sync_name
+    sync_options = _layer(sync_name, "sync policy", sync.SYNC_POLICIES.get(sync_name), base_sync_name, base_sync,
+                          req.sync_options)
     sync.make(sync_name, **sync_options)
 
-    train = preset.get("train", {})
-    epochs = req.epochs if req.epochs is not None else train.get("epochs", 1)
-    machines = req.machines if req.machines is not None else train.get("machines", 1)
-    seed = req.seed if req.seed is not None else train.get("seed", 0)
-    if epochs < 1:
-        raise UsageError(f"epochs must be >= 1, got {epochs}")
-    if machines < 1:
-        raise UsageError(f"machines must be >= 1, got {machines}")
-    if req.max_steps is not None and req.max_steps < 1:
-        raise UsageError(f"max-steps must be >= 1, got {req.max_steps}")
-    eval_batches = req.eval_batches
-    if eval_batches is None and req.max_steps is not None:
-        eval_batches = 20  # a smoke test should not spend minutes scoring the full test set
-    if eval_batches is not None and eval_batches < 1:
-        raise UsageError(f"eval-batches must be >= 1, got {eval_batches}")
+    base_sched_name, base_sched = _split(base.get("schedule", {"name": "constant"}))
+    sched_name = req.schedule or base_sched_name
+    sched_options = _layer(sched_name, "schedule", schedules.SCHEDULES.get(sched_name), base_sched_name, base_sched,
+                           req.schedule_options)
 
-    sched_name, sched_options = _split(preset.get("schedule", {"name": "constant"}))
-    if req.schedule is not None and req.schedule != sched_name:
-        sched_name, sched_options = req.schedule, {}
-    schedules.make(sched_name, epochs, **sched_options)
+    train_values = {**base.get("train", {}), **req.train}
+    if req.train.get("max_steps") is not None and "eval_batches" not in req.train:
+        train_values["eval_batches"] = 20  # a smoke test should not spend minutes scoring the full test set
+    train = make_train(train_values, task_section.recipe or task_name)
+    train.validate()
+    schedules.make(sched_name, train.epochs, **sched_options)
 
-    task_options = dataclasses.asdict(task_cls.parse_options({**preset.get("task", {}), **req.task_options}))
-    return {
-        "task": {"name": req.task, "preset": req.preset, "options": task_options},
-        "optimizer": {"name": opt_name, "hparams": hparams},
-        "sync": {"name": sync_name, "options": sync_options},
-        "schedule": {"name": sched_name, "options": sched_options},
-        "train": {"epochs": epochs, "max_steps": req.max_steps, "eval_batches": eval_batches, "seed": seed,
-                  "machines": machines,
-                  "average_after_nonmono": train.get("average_after_nonmono", 0), **_extra_train(req, train)},
-    }
+    options = dataclasses.asdict(task_cls.parse_options({**base.get("task", {}), **req.task_options}))
+    task_section.options = options
+    return RunConfig(task=task_section, optimizer=OptimizerSection(opt_name, hparams, param_groups),
+                     sync=ComponentSection(sync_name, sync_options), schedule=ComponentSection(sched_name, sched_options),
+                     train=train)
 
 
-def _extra_train(req: RunRequest, train: dict) -> dict:
-    """Loss multiplier and stats epochs, validated; left out at their defaults so the identities of runs
-    that use neither stay what they were."""
-    extra = {}
-    mult = req.loss_multiplier if req.loss_multiplier is not None else train.get("loss_multiplier", 1.0)
-    if not (float(mult) > 0 and float(mult) != float("inf")):
-        raise UsageError(f"loss-multiplier must be a finite number > 0, got {mult}")
-    if float(mult) != 1.0:
-        extra["loss_multiplier"] = float(mult)
-    if req.log_stats:
-        bad = [e for e in req.log_stats if e < 1]
-        if bad:
-            raise UsageError(f"log-stats epochs count from 1, got {bad[0]}")
-        extra["log_stats"] = sorted(set(req.log_stats))
-    return extra
+def load_recorded(run_dir: Path) -> RunConfig:
+    """The settings of a recorded run (`repro run --from RUN_DIR`)."""
+    path = Path(run_dir) / "config.json" if Path(run_dir).is_dir() else Path(run_dir)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read a run config from {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return RunConfig.from_dict(data)
+    except (KeyError, TypeError) as e:
+        raise UsageError(f"{path} is not a repro run config ({e})") from None
 
 
-def prepare_data(spec: dict) -> dict:
+def prepare_data(config: RunConfig) -> RunConfig:
     """Find, download and checksum the data once, before workers start (raises UsageError)."""
-    task_cls = TASKS.get(spec["task"]["name"])
-    options = task_cls.prepare(task_cls.parse_options(spec["task"]["options"]))
-    spec = copy.deepcopy(spec)
-    spec["task"]["options"] = dataclasses.asdict(options)
-    return spec
-
-
-# Task options that locate things but do not change results stay out of a run's identity.
-LOCATION_OPTIONS = ("data_dir",)
-
-
-def identity(spec: dict, world_size: int) -> str:
-    ident = copy.deepcopy({k: spec[k] for k in ("task", "optimizer", "sync", "schedule", "train")})
-    for key in LOCATION_OPTIONS:
-        ident["task"]["options"].pop(key, None)
-    ident["train"]["world_size"] = world_size
-    return config_hash(ident)
-
-
-def label(spec: dict, world_size: int) -> str:
-    parts = [spec["optimizer"]["name"], spec["sync"]["name"]]
-    if "interval" in spec["sync"]["options"]:
-        parts[-1] += f"-I{spec['sync']['options']['interval']}"
-    parts += [f"N{world_size}", spec["task"]["preset"]]
-    return "_".join(parts)
+    task_cls = TASKS.get(config.task.name)
+    options = task_cls.prepare(task_cls.parse_options(config.task.options))
+    config = copy.deepcopy(config)
+    config.task.options = dataclasses.asdict(options)
+    return config

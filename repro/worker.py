@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from repro import optim, schedules, sync
+from repro import checkpoint, optim, schedules, sync
+from repro.callbacks import GradientUpdateStats, from_settings
 from repro.progress import NullProgress, RichProgress
 from repro.runlog import MetricsCSV, write_json
-from repro.stats import MagnitudeStats
 from repro.task import TASKS
-from repro.trainer import BASE_COLUMNS, TrainConfig, train
+from repro.trainer import BASE_COLUMNS, TrainConfig, Trainer
+
+
+DEFAULT_TIMEOUT_S = 300  # --timeout: how long the workers wait for a peer that stopped responding
 
 
 def setup_process() -> tuple[int, int, torch.device]:
@@ -27,11 +32,32 @@ def setup_process() -> tuple[int, int, torch.device]:
         backend = "nccl"
     else:
         device = torch.device("cpu")
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        # REPRO_THREADS: this node's core budget (a sweep of K cells gives each cores / K), shared by its workers.
+        budget = int(os.environ.get("REPRO_THREADS") or os.cpu_count() or 1)
+        torch.set_num_threads(max(1, budget // local_world))
         backend = "gloo"
-    if world > 1:
-        dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
+    if world > 1 and not dist.is_initialized():  # joined under torchrun/srun, the CLI has set it up already
+        # REPRO_INIT_METHOD: a file store for single-node runs (no listening socket); else env:// (MASTER_ADDR/PORT)
+        # REPRO_TIMEOUT_S (--timeout): a collective that waits longer for a hung peer fails instead of waiting forever
+        from datetime import timedelta
+
+        dist.init_process_group(backend=backend, init_method=os.environ.get("REPRO_INIT_METHOD", "env://"),
+                                rank=rank, world_size=world, device_id=device if backend == "nccl" else None,
+                                timeout=timedelta(seconds=float(os.environ.get("REPRO_TIMEOUT_S", DEFAULT_TIMEOUT_S))))
     return rank, world, device
+
+
+def apply_numerics(train: dict) -> None:
+    """The run's GPU switches (train settings tf32, deterministic), before any CUDA work. Both off by default: fp32
+    matmuls and convolutions in full precision (torch's own default lets cuDNN use TF32)."""
+    tf32 = bool(train.get("tf32", False))
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if train.get("deterministic", False):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when its handle is made
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
 
 
 def seed_everything(seed: int) -> None:
@@ -39,44 +65,145 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def die_with_parent() -> None:
+    """Linux: end this worker when its parent ends, however it ends (SIGKILL of the launcher included), so no
+    orphan keeps training."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_main(spec: dict) -> dict:
+    """A launched worker's entry point: its traceback goes to RUN_DIR/logs/rankN.log, not the terminal (the
+    launcher prints one line naming the rank)."""
+    die_with_parent()
+    try:  # name the process after its rank (ps, top, kill): "repro-rank3"
+        Path("/proc/self/comm").write_text(f"repro-rank{os.environ.get('RANK', '0')}"[:15])
+    except OSError:
+        pass
+    try:
+        return run_worker(spec)
+    except BaseException:  # noqa: BLE001 - logged, then the process ends with exit code 1
+        import traceback
+
+        rank = os.environ.get("RANK", "0")
+        log_dir = Path(spec.get("log_dir") or ".")
+        with open(log_dir / f"rank{rank}.log", "a") as log:
+            traceback.print_exc(file=log)
+        os._exit(1)
+
+
+class StopRequest:
+    """Set by SIGTERM or SIGINT: the trainer stops after the current step on every worker (a second signal ends
+    the process at once). Cluster schedulers send SIGTERM before the time limit; torch's agent, SIGKILL 30 s later."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.at = 0.0
+
+    def install(self) -> None:
+        import signal
+
+        def handler(signum, frame):
+            # The same signal may arrive twice at once (the terminal and the launcher both send it): a second
+            # one counts as "stop now" only when it comes more than 2 s after the first.
+            if self.signal is not None and time.monotonic() - self.at > 2.0:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            if self.signal is None:
+                self.signal, self.at = signum, time.monotonic()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, handler)
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+def gather_states(state: dict, rank: int, world: int) -> list[dict] | None:
+    """Every rank's trainer state on global rank 0 (None elsewhere)."""
+    if world == 1:
+        return [state]
+    states = [None] * world if rank == 0 else None
+    dist.gather_object(state, states, dst=0)
+    return states
+
+
 def run_worker(spec: dict) -> dict:
+    apply_numerics(spec["train"])
     rank, world, device = setup_process()
+    stop = StopRequest()
+    stop.install()
     try:
         task_cls = TASKS.get(spec["task"]["name"])
-        seed = spec["train"]["seed"]
+        train_settings = spec["train"]
+        seed = train_settings["seed"]
         seed_everything(seed)  # same seed everywhere: rank 0's initial weights are broadcast anyway
         task = task_cls(task_cls.parse_options(spec["task"]["options"]), rank=rank, world_size=world, device=device)
-        task.eval_batch_limit = spec["train"].get("eval_batches")
+        task.eval_batch_limit = train_settings.get("eval_batches")
         sync.broadcast_model(task.model)
         seed_everything(seed + 1000 * rank)  # then each worker draws its own dropout masks and batches
-        optimizer = optim.make(spec["optimizer"]["name"], task.model.parameters(), **spec["optimizer"]["hparams"])
+        optimizer = optim.make(spec["optimizer"]["name"],
+                               optim.param_groups(task.model, spec["optimizer"].get("param_groups", "all")),
+                               **spec["optimizer"]["hparams"])
         policy = sync.make(spec["sync"]["name"], **spec["sync"]["options"])
-        epochs = spec["train"]["epochs"]
+        epochs = train_settings["epochs"]
         schedule = schedules.make(spec["schedule"]["name"], epochs, **spec["schedule"]["options"])
+        run_dir = Path(spec["run_dir"]) if rank == 0 and spec.get("run_dir") else None
+        # Every rank records the same callbacks (their state must line up in checkpoints); rank 0 saves the stats.
+        callbacks = from_settings(train_settings, with_stats=True)
+        minutes = spec.get("checkpoint_minutes")
+        config = TrainConfig(epochs=epochs, max_steps=train_settings.get("max_steps"),
+                             eval_sync=train_settings.get("eval_sync", "copy"),
+                             pairing=train_settings.get("pairing", "fresh-batch"), callbacks=callbacks,
+                             compile=bool(train_settings.get("compile", False)),
+                             checkpoint_seconds=60.0 * float(minutes) if minutes else None)
 
         sink, progress = None, NullProgress()
-        if rank == 0 and spec.get("run_dir"):
-            run_dir = Path(spec["run_dir"])
+        if run_dir is not None:
             sink = MetricsCSV(run_dir / "metrics.csv", [*BASE_COLUMNS, *task.metric_columns, "status"])
         if rank == 0 and not spec.get("quiet"):
             progress = RichProgress(epochs, task.sample_unit, task.metric_columns)
-        stats = None  # rank 0's own gradients and updates, when asked for (--log-stats)
-        if sink is not None and spec["train"].get("log_stats"):
-            stats = MagnitudeStats(spec["train"]["log_stats"])
+        trainer = Trainer(task, optimizer, policy, schedule, config, sink, progress, device)
+        if spec.get("resume_from"):
+            payload = checkpoint.load(Path(spec["resume_from"]), identity=spec.get("identity"), world_size=world)
+            trainer.load_state_dict(payload["ranks"][rank])
+
+        said = []  # the checkpoint size is printed once
+
+        def save_checkpoint(trainer: Trainer, row: dict | None = None) -> None:
+            """At an epoch end (``row``: the row just logged) or between two steps (a stop, --checkpoint-minutes)."""
+            states = gather_states(trainer.state_dict(), rank, world)  # a collective: every rank takes part
+            if run_dir is None:
+                return
+            step = trainer.counts["iteration"] if trainer.mid_epoch else None
+            path = checkpoint.save(run_dir, trainer.epoch, spec.get("identity") or "", states,
+                                   keep=int(spec.get("keep_checkpoints", 1)), step=step,
+                                   extra={"csv_rows": trainer.counts["rows"]})
+            if not said and not spec.get("quiet"):
+                said.append(path)
+                print(f"checkpoint {path.name}: {checkpoint.size_text(path)} (the newest "
+                      f"{spec.get('keep_checkpoints', 1)} kept in {path.parent})", file=sys.stderr)
+
         try:
-            last = train(task, optimizer, policy, schedule,
-                         TrainConfig(epochs=epochs, max_steps=spec["train"].get("max_steps"),
-                                     average_after_nonmono=spec["train"].get("average_after_nonmono", 0),
-                                     loss_multiplier=spec["train"].get("loss_multiplier", 1.0), stats=stats),
-                         sink, progress, device)
+            # "checkpoints" is the same on every node (only node 0 has a run_dir, but all ranks must gather)
+            saving = save_checkpoint if spec.get("checkpoints", True) else None
+            last = trainer.run(should_stop=stop, on_epoch_end=saving, on_checkpoint=saving)
         finally:
             progress.close()
             if sink is not None:
                 sink.close()
-        if stats is not None:
-            stats.save(Path(spec["run_dir"]) / "stats.npz")
-        if sink is not None:
-            write_json(Path(spec["run_dir"]) / "summary.json", last)
+        if last.get("status") == "interrupted":
+            return {**last, "signal": stop.signal}
+        for callback in callbacks:
+            if run_dir is not None and isinstance(callback, GradientUpdateStats):
+                callback.stats.save(run_dir / "stats.npz")
+        if run_dir is not None:
+            write_json(run_dir / "summary.json", last)
         return last
     finally:
         if dist.is_initialized():

@@ -1,4 +1,4 @@
-"""Image-classification networks of the AdamW and CELGC papers, each with an optional ``bn=False`` that
+"""CIFAR image-classification networks of the AdamW and CELGC papers (ResNet-50 for ImageNet: resnet50.py), each with an optional ``bn=False`` that
 builds the same network with no BatchNorm module at all.
 
 * CIFAR ResNets (He et al. 2016, section 4.2): 6n+2 layers, widths 16/32/64, parameter-free "option A"
@@ -6,7 +6,6 @@ builds the same network with no BatchNorm module at all.
   convolutions have no bias, with or without BN, as in the authors' code.
 * DenseNet-BC (Huang et al. 2017): bottleneck layers (BN-ReLU-1x1 conv to 4k channels, BN-ReLU-3x3 conv to k),
   compression 0.5, three dense blocks, conv weights ~ N(0, 2 / (k_h k_w out_channels)).
-* ResNet-50 for ImageNet: torchvision's model (BN swapped for identities when ``bn=False``).
 """
 from __future__ import annotations
 
@@ -134,9 +133,3 @@ class DenseNetBC(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn(self.features(self.conv1(x))))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-
-def resnet50(num_classes: int = 1000, bn: bool = True) -> nn.Module:
-    from torchvision.models import resnet50 as tv_resnet50
-
-    return tv_resnet50(weights=None, num_classes=num_classes, norm_layer=None if bn else (lambda c: nn.Identity()))

@@ -6,24 +6,17 @@ truncated or different copy can never silently change the reported perplexities.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from repro.errors import UsageError
+from repro.data import DataError, cache_root, check_md5, fetch, write_atomic
+from repro.data import resolve_data_dir as find_data_folder
 
-DOWNLOAD_TIMEOUT_S = 30
-
-
-class DataError(UsageError):
-    """A data set is missing, unreadable or corrupt; the message says how to fix it (one line)."""
 
 
 @dataclass(frozen=True)
@@ -82,34 +75,15 @@ CORPORA: dict[str, CorpusSpec] = {
     ),
 }
 
-# (resolved path, size, mtime_ns) -> md5: a file is hashed once per process, not once per use.
-_MD5_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _md5(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _MD5_CACHE:
-        h = hashlib.md5()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _MD5_CACHE[key] = h.hexdigest()
-    return _MD5_CACHE[key]
-
 
 def _missing_message(spec: CorpusSpec, directory: Path) -> str:
     names = ", ".join(spec.files.values())
-    return (f"{spec.display} not found in {directory}: put {names} there (or set {spec.env_var}), "
-            f"or run once online to download them")
+    online = ", or run once online to download them" if spec.url else ""
+    return f"{spec.display} not found in {directory}: put {names} there (or set {spec.env_var}){online}"
 
 
 def _download(spec: CorpusSpec, directory: Path, missing: list[str]) -> None:
     """Fetch the missing files into `directory`; each file appears atomically (no half files)."""
-    def fetch(url: str) -> bytes:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
-            return r.read()
-
     if spec.archive_member_prefix is None:
         split_of = {fn: split for split, fn in spec.files.items()}
         blobs = {fn: fetch(spec.url.format(split=split_of[fn])) for fn in missing}
@@ -117,49 +91,18 @@ def _download(spec: CorpusSpec, directory: Path, missing: list[str]) -> None:
         with zipfile.ZipFile(io.BytesIO(fetch(spec.url))) as z:
             blobs = {fn: z.read(spec.archive_member_prefix + fn) for fn in missing}
     for fn, blob in blobs.items():
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{fn}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, directory / fn)
+        write_atomic(directory / fn, blob)
 
 
 def resolve_data_dir(spec: CorpusSpec, data_dir: str | os.PathLike | None) -> Path:
     """The folder holding all files of `spec`, downloaded if needed and MD5-verified."""
-    if data_dir is None:
-        data_dir = os.environ.get(spec.env_var) or Path.home() / ".cache" / "repro" / spec.name
-    directory = Path(data_dir).expanduser()
-    if directory.exists() and not (directory.is_dir() and os.access(directory, os.R_OK | os.X_OK)):
-        raise DataError(f"{spec.display} data folder {directory} is not a readable directory")
-
-    missing = [fn for fn in spec.files.values() if not (directory / fn).is_file()]
-    if missing and not spec.url:
-        raise DataError(_missing_message(spec, directory).replace(", or run once online to download them", ""))
-    if missing:
-        created = [p for p in (directory, *directory.parents) if not p.exists()]
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            if not os.access(directory, os.W_OK):
-                raise PermissionError(directory)
-            _download(spec, directory, missing)
-        except Exception as e:  # network down, HTTP error, read-only folder, bad archive: same advice
-            for folder in created:  # leave nothing behind on failure
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass
-            raise DataError(_missing_message(spec, directory)) from e
-
-    for fn in spec.files.values():
-        if fn not in spec.md5:  # a user's own corpus: nothing to verify against
-            continue
-        try:
-            actual = _md5(directory / fn)
-        except OSError as e:
-            raise DataError(f"cannot read {directory / fn}: {e.strerror or e}") from e
-        expected = spec.md5.get(fn)
-        if expected is not None and actual not in expected:
-            raise DataError(f"{directory / fn} has md5 {actual}, expected {' or '.join(expected)}: "
-                            f"replace it with the original file (or delete it to download again)")
+    directory = find_data_folder(
+        data_dir, spec.env_var, cache_root() / spec.name, label=spec.display,
+        missing=lambda d: [fn for fn in spec.files.values() if not (d / fn).is_file()],
+        download=(lambda d, names: _download(spec, d, names)) if spec.url else None,
+        advice=lambda d, names: _missing_message(spec, d))
+    for fn, expected in spec.md5.items():  # a user's own corpus has none: nothing to verify against
+        check_md5(directory / fn, expected, fix="replace it with the original file (or delete it to download again)")
     return directory
 
 

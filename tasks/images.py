@@ -1,5 +1,5 @@
-"""Image data for the classification tasks: finding, verifying and caching data sets, equal per-worker shards,
-and batched CIFAR augmentation on tensors.
+"""Image classification: the one task base (``ImageClassificationTask``: evaluation loop, shards, subsets,
+normalization), unpacking and caching image data sets, and batched CIFAR augmentation on tensors.
 
 Small-image data sets (CIFAR-10/100, from torchvision's pickled batches or from an ImageFolder tree of image
 files) are decoded once, in the launching process, into a cache folder of uint8 tensors (``train.pt``,
@@ -8,9 +8,8 @@ DataLoader processes are needed on a 2-core CPU.
 """
 from __future__ import annotations
 
-from abc import abstractmethod
-
 import hashlib
+import itertools
 import os
 import shutil
 import tarfile
@@ -22,33 +21,19 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from repro.data import DataError, cache_root, check_md5, file_md5
+from repro.errors import UsageError
 from repro.task import Batch, Task
-from repro.tasks.corpus import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 CACHE_VERSION = 1  # bump when the decoded-tensor layout changes
-
-
-def cache_root() -> Path:
-    """Where unpacked archives and decoded tensors live: $REPRO_CACHE_DIR, else ~/.cache/repro (never the repo)."""
-    return Path(os.environ.get("REPRO_CACHE_DIR") or Path.home() / ".cache" / "repro").expanduser()
-
-
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def unpack_verified(archive: Path, md5: str | None, name: str) -> Path:
     """Check ``archive``'s MD5 and unpack it once into the cache; returns the unpacked folder. A half-done
     unpack (crash, full disk) is never used: files go to a temporary folder that is renamed when complete."""
     if md5 is not None:
-        actual = file_md5(archive)
-        if actual != md5:
-            raise DataError(f"{archive} has md5 {actual}, expected {md5}: replace it with the original archive")
+        check_md5(archive, md5, fix="replace it with the original archive")
     target = cache_root() / name / (md5 or file_md5(archive))
     if target.is_dir():
         return target
@@ -159,11 +144,22 @@ def cache_imagefolder(tree: Path, splits: dict[str, str]) -> Path:
     return out
 
 
-def balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
-    """A fixed (seeded, run-independent) subset of ``size`` indices with equal counts per class where possible."""
-    if size <= 0 or size >= len(labels):
+SUBSET_KINDS = ("balanced", "random")
+
+
+def subset_indices(labels: torch.Tensor, size: int, kind: str = "balanced", seed: int = 0) -> torch.Tensor:
+    """A fixed (seeded, run-independent) subset of ``size`` indices; all of them when ``size`` <= 0.
+
+    ``balanced`` (CIFAR, ImageNet): equal counts per class where possible, in index order (all when ``size`` >=
+    the data set). ``random`` (MNIST, Fashion-MNIST): the first ``size`` of a seeded permutation, in that order.
+    Each task keeps the kind it always used, so subset runs stay comparable with earlier ones."""
+    if kind not in SUBSET_KINDS:
+        raise ValueError(f"subset kind must be one of {SUBSET_KINDS}, got {kind!r}")
+    if size <= 0 or (kind == "balanced" and size >= len(labels)):
         return torch.arange(len(labels))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    if kind == "random":
+        return order[:size]
     classes = labels.unique()
     per_class = size // len(classes)
     chosen = [order[labels[order] == c][:per_class] for c in classes]
@@ -174,19 +170,26 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Ten
     return picked.sort().values
 
 
-def shard_batches(n: int, batch_size: int, rank: int, world: int, seed: int) -> Iterator[torch.Tensor]:
+def shared_seed() -> int:
+    """A seed drawn from the run's RNG: identical on every worker (all seed alike before building the task), so
+    all workers cut the same per-epoch permutation into disjoint shards."""
+    return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+def shard_batches(n: int, batch_size: int, rank: int, world: int, seed: int, drop_last: bool = True) -> Iterator[torch.Tensor]:
     """This worker's batches of one epoch: a permutation shared by all workers (same ``seed``), cut into
-    ``world`` equal shards, each cut into full batches (drop_last), so every worker takes the same number
-    of steps."""
+    ``world`` equal shards, each cut into batches; ``drop_last`` leaves out a shard's last partial batch. Every
+    worker takes the same number of steps either way."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     per_worker = n // world
     shard = perm[rank * per_worker:(rank + 1) * per_worker]
-    for i in range(per_worker // batch_size):
+    for i in range(batches_per_epoch(n, batch_size, world, drop_last)):
         yield shard[i * batch_size:(i + 1) * batch_size]
 
 
-def batches_per_epoch(n: int, batch_size: int, world: int) -> int:
-    return (n // world) // batch_size
+def batches_per_epoch(n: int, batch_size: int, world: int, drop_last: bool = True) -> int:
+    per_worker = n // world
+    return per_worker // batch_size if drop_last else -(-per_worker // batch_size)
 
 
 def random_crop_flip(images: torch.Tensor, padding: int = 4) -> torch.Tensor:
@@ -207,25 +210,87 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4) -> torch.Tensor:
 
 
 class ImageClassificationTask(Task):
-    """Shared by the image tasks: cross-entropy training that counts its own accuracy, and evaluation sums.
+    """The one base of the image tasks: cross-entropy training that counts its own accuracy, one evaluation loop,
+    one sharding (``shard_batches`` for training; every ``world``-th image of a split for evaluation), one subset
+    choice (``subset_indices``) and one normalization (``normalize``: per-channel mean and std of [0, 1] pixels).
 
-    Subclasses set ``self.model`` and ``self.device`` and implement ``train_batches`` and ``eval_batches(split)``
-    (this worker's share of a split as (images, labels) pairs). The pseudo-split ``train`` reports the running
-    accuracy of the training batches since the previous evaluation (like the trainer's ``train_loss``).
+    Subclasses call ``super().__init__``, ``set_normalization`` and ``set_epoch_size``, and set ``self.model``.
+    Data held in memory (MNIST, CIFAR) goes in ``train_x``/``train_y`` (uint8 NCHW images, int64 labels, on the
+    device), ``eval_data`` (split -> this worker's shard, from ``eval_shard``) and ``data_seed``; the base then
+    yields the batches. Tasks that stream from files (ImageNet) override ``train_batches`` and ``eval_loader``.
+
+    Columns: ``train_acc`` is the running accuracy of the training batches since the previous evaluation (the
+    pseudo-split ``train``, like the trainer's running ``train_loss``); ``<split>_loss``/``<split>_acc`` score a
+    real split in eval mode.
     """
 
     metric_columns = ("train_acc", "test_loss", "test_acc")
     eval_splits = ("train", "test")
     final_splits = ("train", "test")
     sample_unit = "img"
+    subset_kind = "balanced"  # see subset_indices
+    drop_last = True  # full training batches only
+    carried_state = ("_correct", "_seen")  # train_acc's running counts (a checkpoint between two steps keeps them)
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_data: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    data_seed: int
+
+    def __init__(self, options, rank: int, world_size: int, device: torch.device):
+        self.opts, self.rank, self.world, self.device = options, rank, world_size, device
+        self._reset_counts()
+
+    def subset(self, labels: torch.Tensor, size: int) -> torch.Tensor:
+        return subset_indices(labels, size, self.subset_kind)
+
+    def eval_shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This worker's share of a split (its indices, or its images or labels): each scores its share, the
+        trainer sums."""
+        return indices[self.rank::self.world]
+
+    def set_epoch_size(self, n: int) -> None:
+        """Training on ``n`` images: check every worker gets a batch and set ``samples_per_epoch``."""
+        batches = batches_per_epoch(n, self.opts.batch_size, self.world, self.drop_last)
+        if batches < 1:
+            size = f" of {self.opts.batch_size}" if self.drop_last else ""
+            raise UsageError(f"{n} training images cannot give each of {self.world} workers a batch{size}")
+        per_worker = batches * self.opts.batch_size if self.drop_last else n // self.world
+        self.samples_per_epoch = per_worker * self.world
+
+    def set_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels or floats already in [0, 1] (torchvision's ToTensor) -> per-channel standardized floats."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        return (x - self.mean) / self.std
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Training-batch augmentation (uint8 NCHW on the device); none by default."""
+        return images
+
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        indices = shard_batches(len(self.train_y), self.opts.batch_size, self.rank, self.world,
+                                self.data_seed + epoch, self.drop_last)
+        for idx in itertools.islice(indices, skip, None):
+            idx = idx.to(self.device)
+            yield Batch((self.normalize(self.augment(self.train_x[idx])), self.train_y[idx]), samples=len(idx))
+
+    def batches_from(self, epoch: int, skip: int) -> Iterator[Batch]:
+        return self.train_batches(epoch, skip)  # skips index batches only: no augmentation, no random numbers
+
+    def eval_loader(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) batches of this worker's shard of ``split``."""
+        images, labels = self.eval_data[split]
+        step = self.opts.eval_batch_size
+        for i in range(0, len(labels), step):
+            yield self.normalize(images[i:i + step]), labels[i:i + step]
 
     def _reset_counts(self) -> None:
         self._correct = torch.zeros((), dtype=torch.float64, device=self.device)
         self._seen = 0
-
-    @abstractmethod
-    def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(images, labels) batches of this worker's shard of ``split``."""
 
     def training_loss(self, batch: Batch):
         images, labels = batch.data
@@ -244,7 +309,7 @@ class ImageClassificationTask(Task):
             return sums
         loss = correct = 0.0
         count = 0
-        for n, (x, y) in enumerate(self.eval_batches(split)):
+        for n, (x, y) in enumerate(self.eval_loader(split)):
             limit = getattr(self, "eval_batch_limit", None)  # smoke tests may score only a few batches
             if limit is not None and n >= limit:
                 break

@@ -2,9 +2,15 @@
 
 Data follow the authors' code: the training stream is cut into N contiguous shards and worker r reads
 shard (r + epoch) mod N, each batchified into ``batch_size`` columns; truncated BPTT carries the hidden
-state across batches. The ``paper`` presets draw a sequence length around ``bptt`` per step (the same
+state across batches. The ``paper`` recipes draw a sequence length around ``bptt`` per step (the same
 draw on every worker, so all workers take the same number of steps) and rescale the step size (and the
 clipping threshold) by seq_len / bptt.
+
+Evaluation follows the authors' `evaluate` too: validation and test perplexity every epoch, each split scored as
+one stream (batchified into ``eval_batch_size`` / ``test_batch_size`` columns, the hidden state carried across the
+whole split). Every worker scores the whole split (N times the work of sharding it, in the same wall-clock time as
+rank 0 alone while the others wait); the trainer sums the N workers' sums, which leaves the ratio the same when
+the evaluated models are (the average in a copy) and averages over the workers' own models with sync `none`.
 """
 from __future__ import annotations
 
@@ -42,29 +48,16 @@ class LMOptions:
     beta: float = 0.0  # temporal activation regularization
 
 
-# The authors' scripts (nlp/scripts/*_GPUrun_0.sh + main_lstm.py defaults); see README "Presets".
-_AWD = dict(bptt=70, variable_bptt=True, emsize=400, nhid=1150, nlayers=3, dropout=0.4, dropouti=0.4,
-            dropoute=0.1, wdrop=0.5, tied=True, alpha=2.0, beta=1.0, eval_batch_size=10, test_batch_size=2)
-_PAPER_OPT = dict(name="clipped-sgd", lr=30.0, clip=7.5, momentum=0.0, weight_decay=1.2e-6)
-
-
-def _paper_preset(batch_size: int, dropouth: float, epochs: int, seed: int) -> dict:
-    """What the PTB and WikiText-2 scripts differ in; everything else is shared (N=8, I=16, NT-ASGD eval)."""
-    return dict(task=dict(_AWD, batch_size=batch_size, dropouth=dropouth), optimizer=_PAPER_OPT,
-                sync=dict(name="periodic", interval=16),
-                train=dict(epochs=epochs, machines=8, seed=seed, average_after_nonmono=5))
-
-# Laptop scale: 2x200 LSTM, the step of pytorch/examples' word_language_model (lr 20, clip 0.25 on
-# lr-scaled gradients, i.e. gamma = 20 * 0.25 = 5).
-_QUICK = dict(task=dict(batch_size=20, bptt=35), optimizer=dict(name="clipped-sgd", lr=20.0, clip=5.0),
-              sync=dict(name="periodic", interval=4), train=dict(epochs=6, machines=4, seed=0))
+# Settings (recipes) live in repro/recipes/celgc.py.
 
 
 class LanguageModelTask(Task):
     Options = LMOptions
     corpus_name = "ptb"
     metric_columns = ("val_loss", "val_ppl", "test_loss", "test_ppl")
+    eval_splits = final_splits = ("val", "test")  # the authors log test perplexity every epoch
     sample_unit = "tok"
+    carried_state = ("hidden",)  # truncated BPTT carries the LSTM state from batch to batch (checkpoints keep it)
 
     @classmethod
     def prepare(cls, options: LMOptions) -> LMOptions:
@@ -76,10 +69,10 @@ class LanguageModelTask(Task):
         self.ntokens = len(corpus.dictionary)
         self.shards = shard_stream(corpus.train, world_size)
         self.samples_per_epoch = sum(len(s) for s in self.shards)
-        # Each worker scores a contiguous 1/N of the evaluation stream.
+        # The whole split on every worker, one stream (not N shards each starting from a zero hidden state).
         self.eval_data = {
-            "val": batchify(shard_stream(corpus.valid, world_size)[rank], options.eval_batch_size).to(device),
-            "test": batchify(shard_stream(corpus.test, world_size)[rank], options.test_batch_size).to(device),
+            "val": batchify(corpus.valid, options.eval_batch_size).to(device),
+            "test": batchify(corpus.test, options.test_batch_size).to(device),
         }
         o = options
         self.model = RNNModel(self.ntokens, o.emsize, o.nhid, o.nlayers, o.dropout, o.dropouth, o.dropouti,
@@ -140,24 +133,15 @@ class LanguageModelTask(Task):
 class PTBLanguageModel(LanguageModelTask):
     description = "AWD-LSTM word LM on Penn Treebank (CELGC)"
     corpus_name = "ptb"
-    presets = {
-        "quick": _QUICK,
-        "paper": _paper_preset(batch_size=3, dropouth=0.25, epochs=250, seed=2020),
-    }
 
 
 @TASKS.register("lstm-wt2")
 class WikiText2LanguageModel(LanguageModelTask):
     description = "AWD-LSTM word LM on WikiText-2 (CELGC)"
     corpus_name = "wikitext-2"
-    presets = {
-        "quick": _QUICK,
-        "paper": _paper_preset(batch_size=10, dropouth=0.2, epochs=300, seed=1882),
-    }
 
 
 @TASKS.register("lstm-text")
 class TextLanguageModel(LanguageModelTask):
     description = "LSTM word LM on your own corpus: train.txt, valid.txt, test.txt in --data-dir"
     corpus_name = "text"
-    presets = {"quick": _QUICK}

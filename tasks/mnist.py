@@ -9,21 +9,20 @@ as the Debian package's (whose .gz checksums differ from torchvision's list) hol
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
-import os
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from repro.errors import UsageError
-from repro.task import TASKS, Batch, Task
-from repro.tasks.corpus import DataError
+from repro.task import TASKS
+from repro.tasks.images import ImageClassificationTask, shared_seed
+from repro.data import DataError, bytes_md5, cache_root, check_md5
+from repro.data import resolve_data_dir as find_data_folder
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
@@ -34,7 +33,7 @@ IDX_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 class IdxDataSpec:
     label: str
     env_var: str
-    default_dir: str
+    default_dir: str | None  # None: <cache folder>/<label in lower case>
     torchvision_class: str  # downloads into <dir>/<torchvision_class>/raw when files are missing
     content_md5: dict[str, str]  # file -> MD5 of the decompressed IDX bytes
     mean: float  # training-set pixel mean and std (pixels scaled to [0, 1])
@@ -45,7 +44,7 @@ class IdxDataSpec:
 DATASETS = {
     # MD5s of the original (uncompressed) files from yann.lecun.com, as listed by many loaders.
     "mnist": IdxDataSpec(
-        label="MNIST", env_var="REPRO_MNIST_DIR", default_dir=str(Path.home() / ".cache" / "repro" / "mnist"),
+        label="MNIST", env_var="REPRO_MNIST_DIR", default_dir=None,
         torchvision_class="MNIST",
         content_md5={TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb", TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
                      TEST_IMAGES: "2646ac647ad5339dbf082846283269ea", TEST_LABELS: "27ae3e4e09519cfbb04c329615203637"},
@@ -96,31 +95,22 @@ def _missing_message(spec: IdxDataSpec, directory: Path, missing: list[str]) -> 
 def _download(spec: IdxDataSpec, directory: Path) -> None:
     import torchvision.datasets as tvd
 
-    directory.mkdir(parents=True, exist_ok=True)
     getattr(tvd, spec.torchvision_class)(root=str(directory), train=True, download=True)
 
 
 def resolve_data_dir(spec: IdxDataSpec, data_dir: str | None) -> Path:
     """The folder holding the four IDX files, downloaded if missing and online, MD5-verified."""
-    directory = Path(data_dir or os.environ.get(spec.env_var) or spec.default_dir).expanduser()
-    missing = [n for n in IDX_FILES if find_idx_file(directory, n, spec.torchvision_class) is None]
-    if missing:
-        try:
-            _download(spec, directory)
-        except Exception as e:  # offline, HTTP error, read-only folder: same advice
-            raise DataError(_missing_message(spec, directory, missing)) from e
-        missing = [n for n in IDX_FILES if find_idx_file(directory, n, spec.torchvision_class) is None]
-        if missing:
-            raise DataError(_missing_message(spec, directory, missing))
+    directory = find_data_folder(
+        data_dir, spec.env_var, spec.default_dir or cache_root() / spec.label.lower(), label=spec.label,
+        missing=lambda d: [n for n in IDX_FILES if find_idx_file(d, n, spec.torchvision_class) is None],
+        download=lambda d, names: _download(spec, d), advice=lambda d, names: _missing_message(spec, d, names))
     for name in IDX_FILES:
         path = find_idx_file(directory, name, spec.torchvision_class)
         try:
-            actual = hashlib.md5(read_idx_bytes(path)).hexdigest()
+            actual = bytes_md5(read_idx_bytes(path))
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             raise DataError(f"cannot read {path}: {e}") from e
-        if actual != spec.content_md5[name]:
-            raise DataError(f"{path} holds data with md5 {actual}, expected {spec.content_md5[name]} for "
-                            f"{spec.label} {name}: replace it with the original file")
+        check_md5(path, spec.content_md5[name], actual, what=f" {spec.label} {name} data with")
     return directory
 
 
@@ -154,30 +144,26 @@ class MNISTConvNet(nn.Module):
 class MNISTOptions:
     data_dir: str | None = None
     batch_size: int = 100  # per worker
-    train_subset: int = 0  # > 0: train (and score "train") on a fixed random subset of this many images
+    train_subset: int = 0  # > 0: train (and score "trainset") on a fixed random subset of this many images
     test_subset: int = 0  # > 0: score "test" on a fixed random subset of this many test images
     eval_batch_size: int = 1000
 
 
-# The authors' MNIST/main.py defaults: 30 epochs, batch 100, seed 0, SGDOL with M = alpha = 10; the
-# baselines' (sgd, adam, adagrad) default lr there is 1e-3 (sgdol ignores lr: it learns its stepsize).
-_PAPER = dict(task=dict(batch_size=100), optimizer=dict(name="sgdol", smoothness=10.0, alpha=10.0, lr=1e-3),
-              sync=dict(name="none"), train=dict(epochs=30, machines=1, seed=0))
-# Laptop scale: the same model and batch on fixed subsets (6,000 training, 2,000 test images), 5 epochs
-# (300 gradient evaluations; 150 SGDOL steps).
-_QUICK = dict(task=dict(batch_size=100, train_subset=6000, test_subset=2000),
-              optimizer=dict(name="sgdol", smoothness=10.0, alpha=10.0, lr=1e-3),
-              sync=dict(name="none"), train=dict(epochs=5, machines=1, seed=0))
+# Settings (recipes) live in repro/recipes/sgdol.py.
 
 
-class IdxImageTask(Task):
+class IdxImageTask(ImageClassificationTask):
+    """The SGDOL authors' CNN on an IDX data set, on the shared image-task base: training counts its running
+    accuracy (``train_acc``, as on CIFAR); the paper's per-epoch training loss is an eval-mode pass over the whole
+    training set, logged as ``trainset_loss`` / ``trainset_acc``."""
+
     Options = MNISTOptions
     dataset = "mnist"
-    metric_columns = ("train_eval_loss", "train_acc", "test_loss", "test_acc")
-    eval_splits = ("train", "test")  # the paper plots training loss per epoch; test accuracy is cheap
-    final_splits = ("train", "test")
-    sample_unit = "img"
-    presets = {"paper": _PAPER, "quick": _QUICK}
+    metric_columns = ("train_acc", "trainset_loss", "trainset_acc", "test_loss", "test_acc")
+    eval_splits = ("train", "trainset", "test")
+    final_splits = ("train", "trainset", "test")
+    subset_kind = "random"  # as the SGDOL runs always were: not class-balanced
+    drop_last = False  # the authors' loader keeps the last partial batch
 
     @classmethod
     def parse_options(cls, values: dict) -> MNISTOptions:
@@ -196,67 +182,20 @@ class IdxImageTask(Task):
         return replace(options, data_dir=str(resolve_data_dir(DATASETS[cls.dataset], options.data_dir)))
 
     def __init__(self, options: MNISTOptions, rank: int, world_size: int, device: torch.device):
-        self.opts, self.rank, self.world, self.device = options, rank, world_size, device
+        super().__init__(options, rank, world_size, device)
         spec = DATASETS[self.dataset]
         directory = Path(options.data_dir or resolve_data_dir(spec, None))
         train_x, train_y = load_split(spec, directory, TRAIN_IMAGES, TRAIN_LABELS)
         test_x, test_y = load_split(spec, directory, TEST_IMAGES, TEST_LABELS)
-        # Fixed seed, not the run's: every run (and optimizer) sees the same images.
-        if options.train_subset:
-            keep = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:options.train_subset]
-            train_x, train_y = train_x[keep], train_y[keep]
-        if options.test_subset:
-            keep = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(0))[:options.test_subset]
-            test_x, test_y = test_x[keep], test_y[keep]
-        self.mean, self.std = spec.mean, spec.std
-        self.data = {"train": (train_x.to(device), train_y.to(device)), "test": (test_x.to(device), test_y.to(device))}
-        self.per_worker = len(train_x) // world_size  # equal shards: every worker takes as many steps
-        if self.per_worker < 1:
-            raise UsageError(f"{len(train_x)} training images cannot be shared among {world_size} workers")
-        self.samples_per_epoch = self.per_worker * world_size
+        keep = self.subset(train_y, options.train_subset)
+        self.train_x, self.train_y = train_x[keep].unsqueeze(1).to(device), train_y[keep].to(device)
+        shard = self.eval_shard(self.subset(test_y, options.test_subset))
+        self.eval_data = {"trainset": (self.eval_shard(self.train_x), self.eval_shard(self.train_y)),
+                          "test": (test_x[shard].unsqueeze(1).to(device), test_y[shard].to(device))}
+        self.set_epoch_size(len(self.train_y))
+        self.set_normalization((spec.mean,), (spec.std,))
         self.model = MNISTConvNet().to(device)
-        # Drawn after seeding with the run's seed, identically on every worker: one shuffle, split N ways.
-        self.shuffle_seed = int(torch.randint(2**31 - 1, (1,)))
-
-    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return ((images.float() / 255.0 - self.mean) / self.std).unsqueeze(1)
-
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        images, labels = self.data["train"]
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.shuffle_seed + epoch))
-        mine = order[self.rank * self.per_worker:(self.rank + 1) * self.per_worker].to(self.device)
-        for start in range(0, self.per_worker, self.opts.batch_size):
-            idx = mine[start:start + self.opts.batch_size]
-            yield Batch((images[idx], labels[idx]), samples=len(idx))
-
-    def training_loss(self, batch: Batch):
-        images, labels = batch.data
-        loss = F.cross_entropy(self.model(self._inputs(images)), labels)
-        return loss, loss
-
-    def eval_sums(self, split: str) -> torch.Tensor:
-        """[summed loss, correct, count] over this worker's share (every world_size-th image) of ``split``."""
-        images, labels = self.data[split]
-        images, labels = images[self.rank::self.world], labels[self.rank::self.world]
-        starts = range(0, len(images), self.opts.eval_batch_size)[:self.eval_batch_limit]  # smoke tests: a few
-        loss, correct, count = 0.0, 0, 0
-        for start in starts:
-            x = self._inputs(images[start:start + self.opts.eval_batch_size])
-            y = labels[start:start + self.opts.eval_batch_size]
-            logits = self.model(x)
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            count += len(y)
-        return torch.tensor([loss, correct, count], dtype=torch.float64)
-
-    def eval_metrics(self, split: str, sums: torch.Tensor) -> dict[str, float]:
-        loss, acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-        if split == "train":  # "train_loss" is the running minibatch loss (train mode); this is eval mode
-            return {"train_eval_loss": loss, "train_acc": acc}
-        return {f"{split}_loss": loss, f"{split}_acc": acc}
-
-    def describe(self, train_loss: float) -> str:
-        return f"loss {train_loss:.3f}"
+        self.data_seed = shared_seed()  # after the model, as always for these tasks: the same init and data order
 
 
 @TASKS.register("convnet-mnist")

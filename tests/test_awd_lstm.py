@@ -61,3 +61,28 @@ def test_state_dict_round_trip():
     m.eval(), fresh.eval()
     with torch.no_grad():
         assert torch.equal(m(x, m.init_hidden(4))[0], fresh(x, fresh.init_hidden(4))[0])
+
+
+def test_lm_evaluation_scores_each_split_as_one_stream_on_every_worker(tiny_corpus):
+    """The authors' evaluate: the whole split batchified (eval batch size columns), the hidden state carried over
+    it; every worker scores all of it (the trainer's sum over workers leaves the ratio unchanged)."""
+    from repro.task import TASKS
+    from repro.tasks.corpus import batchify, load_corpus
+
+    cls = TASKS.get("lstm-text")
+    options = cls.parse_options({"data_dir": str(tiny_corpus), "emsize": 8, "nhid": 8, "bptt": 5,
+                                 "eval_batch_size": 3, "test_batch_size": 2})
+    corpus = load_corpus("text", str(tiny_corpus))
+    tasks = []
+    for rank in range(2):
+        torch.manual_seed(0)
+        tasks.append(cls(options, rank=rank, world_size=2, device=torch.device("cpu")))
+    assert cls.eval_splits == ("val", "test")  # test perplexity every epoch
+    for task in tasks:
+        assert torch.equal(task.eval_data["val"], batchify(corpus.valid, 3))
+        assert torch.equal(task.eval_data["test"], batchify(corpus.test, 2))
+        task.model.eval()
+    with torch.no_grad():
+        sums = [task.eval_sums("val") for task in tasks]
+    assert torch.equal(sums[0], sums[1])
+    assert sums[0][1] == (batchify(corpus.valid, 3).size(0) - 1) * 3  # every target of the stream scored once

@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.tasks.corpus import CORPORA, DataError, batchify, load_corpus, resolve_data_dir, shard_stream
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA
+from repro.data import DataError
+from repro.tasks.corpus import CORPORA, batchify, load_corpus, resolve_data_dir, shard_stream
 
 
 def _data_dir(name: str) -> Path:
-    d = DATA / name
-    # The real data must be there (CI has ../shared beside the clone): a skip would hide a broken setup.
+    d = SHARED_DATA / name
+    # The real data must be there (CI has ../shared beside the clone, or sets REPRO_SHARED_DATA): a skip
+    # would hide a broken setup.
     assert d.is_dir(), f"{d} is missing: the shared offline copy of {name} must sit beside the repository"
     return d
 
@@ -23,6 +24,7 @@ def _data_dir(name: str) -> Path:
     ("ptb", (929_589, 73_760, 82_430), 10_000),
     ("wikitext-2", (2_088_628, 217_646, 245_569), 33_278),
 ])
+@pytest.mark.data
 def test_real_corpus_counts(name, counts, vocab):
     c = load_corpus(name, str(_data_dir(name)))
     assert (c.train.numel(), c.valid.numel(), c.test.numel()) == counts
@@ -56,6 +58,7 @@ def test_missing_files_offline(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["ptb", "wikitext-2"])
+@pytest.mark.data
 def test_download_into_empty_dir(name, tmp_path, monkeypatch):
     spec, src = CORPORA[name], _data_dir(name)
     if spec.archive_member_prefix is None:
@@ -72,6 +75,7 @@ def test_download_into_empty_dir(name, tmp_path, monkeypatch):
     assert sorted(p.name for p in target.iterdir()) == sorted(spec.files.values())
 
 
+@pytest.mark.data
 def test_env_var_and_unknown_name(monkeypatch):
     monkeypatch.setenv("REPRO_PTB_DIR", str(_data_dir("ptb")))
     assert resolve_data_dir(CORPORA["ptb"], None) == _data_dir("ptb")

@@ -105,7 +105,25 @@ def test_celgc_cifar_and_speedup_figures(tmp_path):
     assert speed.loc[4, "speedup_vs_N1"] == pytest.approx(120 / 26)
 
 
+@pytest.mark.slow
 def test_plot_cli_without_runs_says_what_to_do(tmp_path):
     (tmp_path / "results").mkdir()
     r = run_repro("plot", "adamw-heatmap", "--results", tmp_path / "results")
     assert r.returncode == 2 and "no Adam-family" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_celgc_cifar_uses_the_whole_training_set_loss_when_every_run_scored_it(tmp_path):
+    results = tmp_path / "results"
+    for name, sync in (("every", ("every-step", {})), ("i4", ("periodic", {"interval": 4}))):
+        run = fake_run(results, name, "clipped-sgd", 0.1, 0.0, 0.5, world=2, sync=sync)
+        metrics = pd.read_csv(run / "metrics.csv")
+        metrics["trainset_loss"] = metrics["train_loss"] * 0.9
+        metrics.to_csv(run / "metrics.csv", index=False)
+    paths = FIGURES.get("celgc-cifar")(results, tmp_path / "fig")
+    (csv,) = [p for p in paths if p.suffix == ".csv"]
+    assert "trainset_loss" in pd.read_csv(csv).columns
+    (results / "resnet20-cifar10" / "i4" / "metrics.csv").write_text(
+        pd.read_csv(results / "resnet20-cifar10" / "i4" / "metrics.csv").drop(columns="trainset_loss").to_csv(index=False))
+    paths = FIGURES.get("celgc-cifar")(results, tmp_path / "fig2")  # one run without it: the running loss for all
+    (csv,) = [p for p in paths if p.suffix == ".csv"]
+    assert "train_loss" in pd.read_csv(csv).columns and "trainset_loss" not in pd.read_csv(csv).columns

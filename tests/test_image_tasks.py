@@ -11,9 +11,10 @@ import torch
 
 from conftest import run_repro
 from repro.errors import UsageError
-from repro.tasks.cifar_models import CifarResNet, DenseNetBC, resnet50
-from repro.tasks.corpus import DataError
-from repro.tasks.images import ImageTensors, random_crop_flip, shard_batches
+from repro.tasks.cifar_models import CifarResNet, DenseNetBC
+from repro.tasks.resnet50 import resnet50
+from repro.data import DataError
+from repro.tasks.images import ImageTensors, random_crop_flip, shard_batches, subset_indices
 from repro.task import TASKS
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -126,6 +127,53 @@ def test_workers_get_equal_disjoint_shards_and_the_same_number_of_batches(image_
     assert not all(torch.equal(a, b) for a, b in zip(first, second))  # a new permutation each epoch
 
 
+def test_resuming_mid_epoch_skips_index_batches_without_drawing_random_numbers(image_tree):
+    cls, options = _prepare(image_tree, batch_size=4)
+    task = cls(options, rank=1, world_size=3, device=torch.device("cpu"))
+    torch.manual_seed(11)
+    whole = list(task.train_batches(epoch=3))
+    state = torch.get_rng_state()
+    rest = task.batches_from(epoch=3, skip=2)
+    assert torch.equal(torch.get_rng_state(), state)  # skipped batches were not made (no augmentation drawn)
+    rest = list(rest)
+    assert len(rest) == len(whole) - 2
+    assert all(torch.equal(a.data[1], b.data[1]) for a, b in zip(rest, whole[2:]))  # the same images, in order
+
+
+def test_subset_kinds_and_partial_last_batches():
+    labels = torch.arange(100) % 10
+    balanced = subset_indices(labels, 30)  # CIFAR, ImageNet
+    assert torch.equal(balanced, balanced.sort().values) and torch.bincount(labels[balanced]).tolist() == [3] * 10
+    random = subset_indices(labels, 30, "random")  # MNIST, Fashion-MNIST: a seeded permutation's prefix, in order
+    assert torch.equal(random, torch.randperm(100, generator=torch.Generator().manual_seed(0))[:30])
+    assert torch.equal(subset_indices(labels, 0, "random"), torch.arange(100))
+    shards = [list(shard_batches(26, 4, r, 2, seed=3, drop_last=False)) for r in range(2)]
+    assert [[len(b) for b in s] for s in shards] == [[4, 4, 4, 1]] * 2  # 13 each: the last batch kept
+    assert [len(b) for b in shard_batches(26, 4, 0, 2, seed=3)] == [4, 4, 4]
+
+
+@pytest.mark.data
+def test_mnist_task_on_the_shared_image_base(fashion_mnist_dir):
+    cls = TASKS.get("convnet-fashion-mnist")
+    options = cls.prepare(cls.parse_options({"data_dir": str(fashion_mnist_dir), "train_subset": 250,
+                                             "test_subset": 90, "batch_size": 50, "eval_batch_size": 40}))
+    tasks = []
+    for rank in range(2):
+        torch.manual_seed(1)
+        tasks.append(cls(options, rank=rank, world_size=2, device=torch.device("cpu")))
+    batches = [list(t.train_batches(0)) for t in tasks]
+    assert [[b.samples for b in w] for w in batches] == [[50, 50, 25]] * 2  # 125 each, the authors' partial batch
+    assert tasks[0].samples_per_epoch == 250 and batches[0][0].data[0].shape == (50, 1, 28, 28)
+    task = tasks[0]
+    task.training_loss(batches[0][0])
+    task.model.eval()
+    sums = {split: task.eval_sums(split) for split in task.eval_splits}
+    assert sums["train"][1] == 50  # train_acc: the running accuracy of the training batches, as on CIFAR
+    assert sums["trainset"][2] == 125 and sums["test"][2] == 45  # each worker scores its half of a split
+    metrics = {k: v for split, s in sums.items() for k, v in task.eval_metrics(split, s).items()}
+    assert set(metrics) == set(cls.metric_columns) == {"train_acc", "trainset_loss", "trainset_acc", "test_loss", "test_acc"}
+
+
 def test_random_crop_flip_is_a_crop_of_the_padded_image():
     torch.manual_seed(0)
     images = torch.arange(6 * 3 * 5 * 5, dtype=torch.float32).view(6, 3, 5, 5) + 1
@@ -155,6 +203,22 @@ def test_training_accuracy_and_test_metrics(image_tree):
     assert set(metrics) == {"test_loss", "test_acc"} and 0 <= metrics["test_acc"] <= 1
 
 
+def test_score_trainset_scores_every_training_image_without_augmentation(image_tree):
+    cls, options = _prepare(image_tree, batch_size=10, score_trainset=True)
+    tasks = [cls(options, rank=r, world_size=2, device=torch.device("cpu")) for r in range(2)]
+    task = tasks[0]
+    assert task.eval_splits == task.final_splits == ("train", "trainset", "test")
+    assert "trainset_loss" in task.metric_columns and "trainset_acc" in task.metric_columns
+    assert sum(len(t.eval_data["trainset"][1]) for t in tasks) == 60  # the two shards cover the training set
+    task.model.eval()
+    first, again = task.eval_sums("trainset"), task.eval_sums("trainset")
+    assert torch.equal(first, again) and first[2] == 30  # deterministic: no augmentation, eval mode
+    assert set(task.eval_metrics("trainset", first)) == {"trainset_loss", "trainset_acc"}
+    plain = cls(_prepare(image_tree, batch_size=10)[1], rank=0, world_size=1, device=torch.device("cpu"))
+    assert "trainset" not in plain.eval_data and plain.eval_splits == ("train", "test")
+
+
+@pytest.mark.slow
 def test_imagenet_imagefolder_pipeline_shards_and_scores(image_tree):
     (image_tree / "test").rename(image_tree / "val")  # ImageNet's layout: train/ and val/
     cls = TASKS.get("resnet50-imagenet")
@@ -182,6 +246,8 @@ def _runs(out, task="resnet20-cifar10"):
     return sorted((out / task).iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_two_worker_bn_run_has_identical_bn_buffers_after_sync(image_tree, tmp_path):
     """Periodic averaging covers BatchNorm statistics: worker_spread (parameters and float buffers) is 0 after
     the sync; without any sync the two workers' BN statistics and weights differ."""
@@ -189,11 +255,11 @@ def test_two_worker_bn_run_has_identical_bn_buffers_after_sync(image_tree, tmp_p
     common = ["--machines", 2, "--data-dir", image_tree, "--set", "data_format=jpeg", "--batch-size", 5,
               "--max-steps", 3, "--quiet"]
     out = tmp_path / "synced"
-    r = run_repro("run", "resnet20-cifar10", "--algo", "celgc", "--interval", 2, "--out", out, *common, env=env)
+    r = run_repro("run", "resnet20-cifar10", "--algo", "celgc", "--interval", 3, "--out", out, *common, env=env)
     assert r.returncode == 0, r.stderr
     rows = pd.read_csv(_runs(out)[0] / "metrics.csv")
     last = rows.iloc[-1]
-    assert last["worker_spread"] == 0.0 and last["comm_rounds"] == 2  # after step 2, before evaluating
+    assert last["worker_spread"] == 0.0 and last["comm_rounds"] == 1  # averaged after step 3, the last
     assert {"train_acc", "test_loss", "test_acc"} <= set(rows.columns) and 0 <= last["test_acc"] <= 1
     out = tmp_path / "unsynced"
     r = run_repro("run", "resnet20-cifar10", "--optimizer", "sgd", "--sync", "none", "--out", out, *common, env=env)
@@ -201,6 +267,8 @@ def test_two_worker_bn_run_has_identical_bn_buffers_after_sync(image_tree, tmp_p
     assert pd.read_csv(_runs(out)[0] / "metrics.csv").iloc[-1]["worker_spread"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_no_bn_run_with_loss_multiplier_and_stats(image_tree, tmp_path):
     out = tmp_path / "results"
     r = run_repro("run", "resnet20-cifar10", "--no-bn", "--optimizer", "adamw", "--lr", 1e-3, "--weight-decay", 5e-5,
@@ -212,7 +280,8 @@ def test_no_bn_run_with_loss_multiplier_and_stats(image_tree, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["task"]["options"]["bn"] is False and config["schedule"]["name"] == "cosine"
     assert config["train"]["loss_multiplier"] == 10.0 and config["train"]["log_stats"] == [1]
-    assert config["optimizer"] == {"name": "adamw", "hparams": {"lr": 1e-3, "weight_decay": 5e-5}}
+    assert config["optimizer"]["name"] == "adamw"
+    assert {k: config["optimizer"]["hparams"][k] for k in ("lr", "weight_decay")} == {"lr": 1e-3, "weight_decay": 5e-5}
     stats = np.load(run_dir / "stats.npz")
     n = _n_params(CifarResNet(20, 10, bn=False))
     assert stats["steps"].tolist() == [2]
@@ -221,6 +290,8 @@ def test_no_bn_run_with_loss_multiplier_and_stats(image_tree, tmp_path):
     assert stats["update_counts"].sum() > 0
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_sweep_carries_on_after_a_diverged_run(image_tree, tmp_path):
     out = tmp_path / "results"
     r = run_repro("sweep", "resnet20-cifar10", "--no-bn", "--optimizer", "sgd", "--lr", "1e12,0.01", "--epochs", 1,
@@ -232,6 +303,8 @@ def test_sweep_carries_on_after_a_diverged_run(image_tree, tmp_path):
     assert status == {1e12: "diverged", 0.01: "done"}
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_a_failing_worker_ends_the_run_with_one_line_naming_its_rank(image_tree, tmp_path):
     # 60 images cannot give 4 workers a batch of 20 each: every worker raises while building its task.
     r = run_repro("run", "resnet20-cifar10", "--optimizer", "sgd", "--machines", 4, "--batch-size", 20, "--epochs", 1,
@@ -239,5 +312,7 @@ def test_a_failing_worker_ends_the_run_with_one_line_naming_its_rank(image_tree,
                   env={"REPRO_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 1
     # Whichever worker fails first is named (the launcher stops the others).
-    assert re.fullmatch(r"repro: error: worker rank [0-3] failed \(exit code 1\); see its traceback above",
-                        r.stderr.strip().splitlines()[-1])
+    assert re.fullmatch(r"repro: error: worker rank [0-3] failed \(exit code 1\): repro\.errors\.UsageError: 60 "
+                        r"training images cannot give each of 4 workers a batch of 20; details in "
+                        r".*/logs/rank[0-3]\.log", r.stderr.strip()), r.stderr  # one line: the traceback is in the log
+    assert "Traceback" in next((tmp_path / "results" / "resnet20-cifar10").glob("*/logs/rank*.log")).read_text()

@@ -12,8 +12,6 @@ from conftest import run_repro
 from repro import optim
 from repro.errors import UsageError
 
-FASHION = "/usr/share/datasets/fashion-mnist"
-
 
 def scripted_closure(param, gradients):
     """A closure that hands out the given gradients one call at a time (the trainer's closure draws a
@@ -120,7 +118,7 @@ def test_step_without_closure_raises_a_clear_error():
     x = torch.nn.Parameter(torch.ones(3))
     opt = optim.make("sgdol", [x])
     x.grad = torch.ones(3)
-    with pytest.raises(RuntimeError, match="two independent stochastic gradients.*closure"):
+    with pytest.raises(RuntimeError, match="two stochastic gradients.*closure"):
         opt.step()
     assert torch.equal(x.data, torch.ones(3))  # nothing moved
 
@@ -137,7 +135,8 @@ def test_registry_hparams_and_validation():
 
 
 def test_idx_parser_reads_shape_and_rejects_truncation():
-    from repro.tasks.mnist import DataError, parse_idx
+    from repro.data import DataError
+    from repro.tasks.mnist import parse_idx
 
     data = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2, 3, 2) + bytes(range(12))
     t = parse_idx(data)
@@ -146,10 +145,12 @@ def test_idx_parser_reads_shape_and_rejects_truncation():
         parse_idx(data[:-1])
 
 
-def test_corrupt_fashion_mnist_file_is_a_one_line_error(tmp_path):
+@pytest.mark.slow
+@pytest.mark.data
+def test_corrupt_fashion_mnist_file_is_a_one_line_error(tmp_path, fashion_mnist_dir):
     for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        (tmp_path / name).symlink_to(f"{FASHION}/{name}")
-    labels = bytearray(gzip.decompress(open(f"{FASHION}/train-labels-idx1-ubyte.gz", "rb").read()))
+        (tmp_path / name).symlink_to(fashion_mnist_dir / name)
+    labels = bytearray(gzip.decompress((fashion_mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes()))
     labels[100] = (labels[100] + 1) % 10  # one wrong label
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
     r = run_repro("run", "convnet-fashion-mnist", "--data-dir", tmp_path, "--out", tmp_path / "out", "--quiet")
@@ -157,46 +158,53 @@ def test_corrupt_fashion_mnist_file_is_a_one_line_error(tmp_path):
     assert r.stderr.count("\n") == 1 and "md5" in r.stderr and "train-labels-idx1-ubyte" in r.stderr
 
 
-def test_real_fashion_mnist_run_lowers_the_training_loss(tmp_path):
+@pytest.mark.slow
+@pytest.mark.data
+def test_real_fashion_mnist_run_lowers_the_training_loss(tmp_path, fashion_mnist_dir):
     from repro.tasks.mnist import FashionMNISTConvNetTask
 
     task_options = dict(train_subset=1000, test_subset=500)
     # The loss of the run's initial weights: the worker seeds with the run's seed, then builds the task.
     torch.manual_seed(0)
     cls = FashionMNISTConvNetTask
-    task = cls(cls.prepare(cls.parse_options(dict(data_dir=FASHION, **task_options))), 0, 1, torch.device("cpu"))
+    task = cls(cls.prepare(cls.parse_options(dict(data_dir=str(fashion_mnist_dir), **task_options))), 0, 1, torch.device("cpu"))
     task.model.eval()
     with torch.no_grad():
-        sums = task.eval_sums("train")
+        sums = task.eval_sums("trainset")
     initial = float(sums[0] / sums[2])
 
     out = tmp_path / "results"
     sets = [a for k, v in task_options.items() for a in ("--set", f"{k}={v}")]
     r = run_repro("run", "convnet-fashion-mnist", "--preset", "quick", "--optimizer", "sgdol", "--epochs", 2,
-                  "--max-steps", 10, *sets, "--quiet", "--out", out, timeout=240)
+                  "--max-steps", 10, *sets, "--data-dir", fashion_mnist_dir, "--quiet", "--out", out, timeout=240)
     assert r.returncode == 0, r.stderr
     (run_dir,) = (out / "convnet-fashion-mnist").iterdir()
     rows = pd.read_csv(run_dir / "metrics.csv")
     last = rows.iloc[-1]
     assert last["status"] == "done" and last["iteration"] == 10 and last["grad_evals"] == 20
-    assert last["train_eval_loss"] < initial - 0.2, (initial, last["train_eval_loss"])
+    assert last["trainset_loss"] < initial - 0.2, (initial, last["trainset_loss"])
     assert math.isfinite(last["test_acc"]) and last["test_acc"] > 0.3
     assert 0.0 <= rows["lr"].min() and rows["lr"].max() <= 2 / 10 and last["lr"] != 0.1  # learned, in [0, 2/M]
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["optimizer"] == {"name": "sgdol", "hparams": {"smoothness": 10.0, "alpha": 10.0}}
+    assert config["optimizer"]["name"] == "sgdol"
+    assert config["optimizer"]["hparams"] == {"smoothness": 10.0, "alpha": 10.0, "weight_decay": 0.0}
 
 
-def _fake_run(root, name, optimizer, hparams, final_loss, lrs=(0.1, 0.1)):
-    """A run directory as `repro run` writes it, with made-up metrics."""
+def _fake_run(root, name, optimizer, hparams, final_loss, lrs=(0.1, 0.1), old_columns=False):
+    """A run directory as `repro run` writes it, with made-up metrics; ``old_columns``: as runs before config
+    version 2 named the whole-training-set pass (train_eval_loss, train_acc)."""
     d = root / "convnet-fashion-mnist" / name
     d.mkdir(parents=True)
     config = {"task": {"name": "convnet-fashion-mnist", "preset": "quick", "options": {}},
               "optimizer": {"name": optimizer, "hparams": hparams}, "world_size": 1}
     (d / "config.json").write_text(json.dumps(config))
     rows = pd.DataFrame({"epoch": [1.0, 2.0], "iteration": [30, 60], "grad_evals": [60, 120], "lr": list(lrs),
-                         "train_loss": [1.0, 0.8], "train_eval_loss": [1.5 * final_loss, final_loss],
+                         "train_loss": [1.0, 0.8], "trainset_loss": [1.5 * final_loss, final_loss],
                          "train_acc": [0.5, 0.6], "test_loss": [1.0, 0.9], "test_acc": [0.5, 1 - final_loss / 10],
                          "status": ["", "done"]})
+    if old_columns:
+        rows = rows.drop(columns="train_acc").rename(columns={"trainset_loss": "train_eval_loss"})
+        rows["train_acc"] = [0.4, 0.5]
     rows.to_csv(d / "metrics.csv", index=False)
     (d / "summary.json").write_text("{}")
 
@@ -208,7 +216,7 @@ def test_sgdol_figure_picks_best_lr_per_baseline_and_paper_m_for_sgdol(tmp_path)
         draw(tmp_path, tmp_path / "figures")
     _fake_run(tmp_path, "a", "sgdol", {"smoothness": 10.0, "alpha": 10.0}, 0.5, lrs=(0.08, 0.12))
     _fake_run(tmp_path, "b", "sgdol", {"smoothness": 1.0, "alpha": 10.0}, 0.3)  # better, but M=10 is the paper's
-    _fake_run(tmp_path, "c", "sgd", {"lr": 0.1}, 0.4)
+    _fake_run(tmp_path, "c", "sgd", {"lr": 0.1}, 0.4, old_columns=True)  # an old run still counts
     _fake_run(tmp_path, "d", "sgd", {"lr": 0.01}, 0.7)
     _fake_run(tmp_path, "e", "adam", {"lr": 0.001}, 0.6)
     paths = draw(tmp_path, tmp_path / "figures")

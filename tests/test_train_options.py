@@ -1,11 +1,8 @@
 """The trainer's --loss-multiplier and --log-stats, on a toy task in this process (no workers)."""
 import numpy as np
-import pytest
 import torch
 
 from repro import optim
-from repro.errors import UsageError
-from repro.runspec import RunRequest, resolve
 from repro.stats import BINS_PER_DECADE, MagnitudeStats
 from repro.sync import SyncPolicy
 from repro.task import Batch, Task
@@ -20,6 +17,7 @@ class NullProgress:
 
 class ToyTask(Task):
     metric_columns = ()
+    samples_per_epoch = 2
     eval_splits = final_splits = ()
 
     def __init__(self):
@@ -71,47 +69,15 @@ def test_stats_histograms_put_sgd_updates_one_decade_below_the_gradients_for_lr_
     assert np.abs(np.cumsum(shifted) - np.cumsum(grad)).max() <= 1
 
 
-def test_loss_multiplier_and_log_stats_are_validated_and_recorded():
-    spec = resolve(RunRequest(task="resnet20-cifar10", loss_multiplier=10, log_stats=[5, 1, 5]))
-    assert spec["train"]["loss_multiplier"] == 10.0 and spec["train"]["log_stats"] == [1, 5]
-    plain = resolve(RunRequest(task="resnet20-cifar10"))
-    assert "loss_multiplier" not in plain["train"] and "log_stats" not in plain["train"]
-    with pytest.raises(UsageError, match="loss-multiplier"):
-        resolve(RunRequest(task="resnet20-cifar10", loss_multiplier=0))
-    with pytest.raises(UsageError, match="log-stats"):
-        resolve(RunRequest(task="resnet20-cifar10", log_stats=[0]))
+def test_stats_also_keep_the_authors_view_of_the_first_step_in_base_2_bins(tmp_path):
+    from repro.stats import LOG2_BINS, log2_counts
 
-
-def test_presets_give_each_optimizer_its_own_best_cell():
-    l2 = resolve(RunRequest(task="resnet110-cifar10", preset="paper-x100", optimizer="adam-l2"))
-    w = resolve(RunRequest(task="resnet110-cifar10", preset="paper-x100", optimizer="adamw"))
-    assert l2["optimizer"]["hparams"] == {"lr": 1e-4, "weight_decay": 0.1}
-    assert w["optimizer"]["hparams"] == {"lr": 5e-4, "weight_decay": 1e-4}
-    assert w["train"]["loss_multiplier"] == 100.0 and w["task"]["options"]["bn"] is False
-    user = resolve(RunRequest(task="resnet110-cifar10", preset="paper", optimizer="adamw", hparams={"lr": 1e-3}))
-    assert user["optimizer"]["hparams"] == {"lr": 1e-3, "weight_decay": 1e-4}
-
-
-def test_paper_preset_of_resnet56_is_celgcs_for_clipped_sgd_and_p2s_for_adam():
-    # `repro run resnet56-cifar10 --preset paper --algo celgc`: P1's whole setting, not P2's with SGD in it.
-    celgc = resolve(RunRequest(task="resnet56-cifar10", preset="paper", algo="celgc", sync_options={"interval": 8}))
-    assert celgc["optimizer"] == {"name": "clipped-sgd", "hparams": {"lr": 0.3, "clip": 1.0, "momentum": 0.0,
-                                                                     "weight_decay": 5e-4}}
-    assert celgc["task"]["options"]["batch_size"] == 64 and celgc["task"]["options"]["bn"] is True
-    assert celgc["schedule"] == {"name": "step", "options": {"milestones": (80, 120), "gamma": 0.1}}
-    assert celgc["sync"] == {"name": "periodic", "options": {"interval": 8}}
-    assert celgc["train"]["machines"] == 8 and celgc["train"]["epochs"] == 200
-    baseline = resolve(RunRequest(task="resnet56-cifar10", preset="paper", algo="naive-parallel-clip"))
-    assert baseline["sync"] == {"name": "every-step", "options": {}} and baseline["optimizer"] == celgc["optimizer"]
-    adamw = resolve(RunRequest(task="resnet56-cifar10", preset="paper", optimizer="adamw"))
-    assert adamw["task"]["options"]["bn"] is False and adamw["task"]["options"]["batch_size"] == 128
-    assert adamw["schedule"]["name"] == "constant" and adamw["train"]["machines"] == 1
-    scripts = resolve(RunRequest(task="resnet32-cifar10", preset="celgc-scripts", algo="celgc"))
-    assert scripts["optimizer"]["hparams"]["lr"] == 0.1 and scripts["sync"]["options"] == {"interval": 2}
-
-
-def test_quick_preset_keeps_bn_for_p1_algorithms():
-    celgc = resolve(RunRequest(task="resnet20-cifar10", preset="quick", algo="celgc"))
-    assert celgc["task"]["options"]["bn"] is True and celgc["train"]["machines"] == 4
-    adam = resolve(RunRequest(task="resnet20-cifar10", preset="quick", optimizer="adam-l2"))
-    assert adam["task"]["options"]["bn"] is False and adam["task"]["options"]["train_subset"] == 2000
+    assert LOG2_BINS[0] == -27 and LOG2_BINS[-1] == 13  # floor(log2 1e-8), floor(log2 1e4)
+    counts = log2_counts(torch.tensor([0.0, 1e-12, 1.0, 1.5, -3.0, 1e9]))
+    assert counts[0] == 2 and counts[27] == 2 and counts[28] == 1 and counts[-1] == 1 and counts.sum() == 6
+    stats = MagnitudeStats([1])
+    _train(stats=stats, lr=0.1)
+    assert stats.first_grad[0].sum() == 3 and stats.first_update[0].sum() == 3
+    stats.save(tmp_path / "stats.npz")
+    saved = np.load(tmp_path / "stats.npz")
+    assert saved["first_step_grad_counts"].shape == (1, 41) and saved["first_step_log2_bins"][0] == -27

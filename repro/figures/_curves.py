@@ -1,5 +1,6 @@
-"""Shared drawing for CELGC's curve figures: one 2x2 grid per (task, preset, N), one curve per interval I
-plus the every-step baseline, and a CSV with each curve's final numbers."""
+"""Shared curve drawing: ``plot_band`` (the mean of a setting's seeds with a ±1 std band, n in the legend), and
+CELGC's curve figures: one 2x2 grid per (task, preset, N), one curve per interval I plus the every-step baseline,
+and a CSV with each curve's final numbers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,20 @@ from matplotlib.ticker import ScalarFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from repro.figures import save_figure  # noqa: E402
-from repro.results import Run  # noqa: E402
+from repro.results import Run, by_setting  # noqa: E402
+from repro.seeds import curve, final_stats  # noqa: E402
+
+
+def plot_band(ax, runs: list[Run], x: str, y: str, label: str, **style):
+    """One line: the mean of ``y`` over ``runs`` (one setting's seeds) against ``x``, a shaded ±1 std band where
+    two or more seeds have a value, ``(n=K)`` in the label and ``partial`` when a seed has not finished."""
+    c = curve(runs, x, y)
+    partial = sum(not r.complete for r in runs)
+    label += f" (n={len(runs)}" + (f", {partial} partial)" if partial else ")")
+    line, = ax.plot(c[x], c["mean"], marker="o", markersize=3, label=label, **style)
+    if len(runs) > 1:  # the std is NaN where one seed has a value: fill_between leaves a gap there
+        ax.fill_between(c[x], c["mean"] - c["std"], c["mean"] + c["std"], color=line.get_color(), alpha=0.2, lw=0)
+    return line
 
 
 def curve_name(run: Run) -> str:
@@ -28,19 +42,29 @@ def _sort_key(name: str):
     return (0, 0) if name.startswith("every") else (1, int(name[2:]) if name.startswith("I=") else 10**9)
 
 
-def latest_per_curve(runs: list[Run]) -> dict[str, Run]:
-    """The newest complete run per curve (a partial one only when no complete one exists)."""
+def complete_or_all(seeds: list[Run]) -> list[Run]:
+    """A setting's complete seeds, or all of them when none is (a run in progress is still worth a look); never a
+    mix, which would average final numbers taken at different epochs."""
+    return [r for r in seeds if r.complete] or seeds
+
+
+def latest_per_curve(runs: list[Run]) -> dict[str, list[Run]]:
+    """Per curve, the seeds of one setting (``complete_or_all``): that of the newest complete run (of a partial one
+    only when no run of the curve completed), so a curve never mixes e.g. two step sizes."""
     chosen: dict[str, Run] = {}
     for run in runs:  # oldest first
         name = curve_name(run)
         if run.complete or name not in chosen or not chosen[name].complete:
             chosen[name] = run
-    return dict(sorted(chosen.items(), key=lambda kv: _sort_key(kv[0])))
+    groups = by_setting(runs)
+    return {name: complete_or_all(groups[run.setting])
+            for name, run in sorted(chosen.items(), key=lambda kv: _sort_key(kv[0]))}
 
 
 def draw_interval_curves(runs: list[Run], out: Path, figure: str, panels, log_y: set[str],
                          summary_columns: tuple[str, ...]) -> list[Path]:
-    """``panels``: four (x column, y column, x label, y label); ``log_y``: y columns drawn on a log scale."""
+    """``panels``: (x column, y column, x label, y label), two rows of them; ``log_y``: y columns drawn on a log
+    scale."""
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     groups: dict[tuple, list[Run]] = {}
@@ -48,12 +72,12 @@ def draw_interval_curves(runs: list[Run], out: Path, figure: str, panels, log_y:
         groups.setdefault((run.task, run.preset, run.config["world_size"]), []).append(run)
     for (task, preset_name, world), group in sorted(groups.items()):
         curves = latest_per_curve(group)
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+        cols = (len(panels) + 1) // 2
+        fig, axes = plt.subplots(2, cols, figsize=(5 * cols, 7.5), squeeze=False)
         for ax, (x, y, xlabel, ylabel) in zip(axes.flat, panels):
-            for name, run in curves.items():
-                m = run.metrics.dropna(subset=[y])
+            for name, seeds in curves.items():
                 style = dict(color="black", linestyle="--") if name.startswith("every") else {}
-                ax.plot(m[x], m[y], marker="o", markersize=3, label=name + ("" if run.complete else " (partial)"), **style)
+                plot_band(ax, seeds, x, y, name, **style)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             if y in log_y:
@@ -71,14 +95,17 @@ def draw_interval_curves(runs: list[Run], out: Path, figure: str, panels, log_y:
     return written
 
 
-def summarize(curves: dict[str, Run], columns: tuple[str, ...]) -> pd.DataFrame:
-    """Final numbers per curve, and training time per epoch relative to the every-step baseline."""
+def summarize(curves: dict[str, list[Run]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """Final numbers per curve (means over its seeds, with std and n for ``columns``), and training time per epoch
+    relative to the every-step baseline."""
     rows = []
-    for name, run in curves.items():
-        last = run.metrics.iloc[-1]
-        rows.append({"curve": name, "epochs": last["epoch"], "wall_seconds": last["wall_seconds"],
-                     **{c: last.get(c) for c in columns}, "comm_rounds": last["comm_rounds"],
-                     "comm_bytes": last["comm_bytes"], "complete": run.complete, "run": run.path.name})
+    for name, seeds in curves.items():
+        finals = final_stats(seeds, ["epoch", "wall_seconds", *columns, "comm_rounds", "comm_bytes"])
+        row = {"curve": name, "epochs": finals["epoch"][0], "wall_seconds": finals["wall_seconds"][0]}
+        for c in columns:
+            row.update({c: finals[c][0], f"{c}_std": finals[c][1], f"{c}_n": finals[c][2]})
+        rows.append({**row, "comm_rounds": finals["comm_rounds"][0], "comm_bytes": finals["comm_bytes"][0],
+                     "complete": all(r.complete for r in seeds), "runs": " ".join(r.path.name for r in seeds)})
     table = pd.DataFrame(rows)
     base = table[table["curve"].str.startswith("every")]
     if not base.empty:

@@ -8,7 +8,8 @@
   a scale-free optimizer (AdamW) keeps its best lambda, Adam-l2's moves.
 
 Runs are grouped by setting (task, preset, BN or not, loss multiplier, schedule, epochs, workers); within a
-setting, a cell is (optimizer, lr, lambda) and the newest complete run of it is used.
+setting, a cell is (optimizer, lr, lambda): the mean over the complete runs that differ only in their seed
+(``results.by_setting``), annotated with std and n.
 """
 from __future__ import annotations
 
@@ -23,10 +24,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from repro.figures import FIGURES, save_figure  # noqa: E402
-from repro.results import Run, load_runs, require  # noqa: E402
+from repro.figures._curves import plot_band  # noqa: E402
+from repro.results import Run, by_setting, load_runs, require  # noqa: E402
 
-ADAM_FAMILY = ("adam", "adam-l2", "adamw", "adamprox")
+# Any optimizer with a step size and a weight decay gets heat maps (adabelief, diffgrad...); these come first.
 ORDER = {name: i for i, name in enumerate(("adam-l2", "adamw", "adamprox", "adam"))}
+
+
+def _order(name: str) -> tuple[int, str]:
+    return ORDER.get(name, len(ORDER)), name
 
 
 def _bn(run: Run) -> bool:
@@ -56,23 +62,40 @@ def setting_stem(key: tuple) -> str:
     return stem + (f"_x{key[6]:g}" if len(key) > 6 and key[6] != 1 else "")
 
 
+def _diverged(run: Run) -> bool:
+    return str(run.metrics.iloc[-1].get("status", "")) == "diverged"
+
+
 def cell_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per (setting, optimizer, lr, lambda): the newest complete run, its final test error or
-    'diverged'."""
+    """One row per (setting, optimizer, lr, lambda) over its complete seeds: mean, std and n of the final test
+    error of the seeds that did not diverge, how many diverged (``diverged``: all of them did), and the runs.
+    Where two settings fall in one cell (e.g. another beta2), the one with the newest run is used."""
+    complete = [r for r in runs if r.complete]
+    newest = {id(r): i for i, r in enumerate(complete)}  # oldest first
     rows = {}
-    for run in runs:  # oldest first: newer runs replace older ones
-        if not run.complete:
-            continue
+    for group in sorted(by_setting(complete).values(), key=lambda g: max(newest[id(r)] for r in g)):
+        run = group[0]
         hp = run.config["optimizer"]["hparams"]
-        last = run.metrics.iloc[-1]
-        diverged = str(last.get("status", "")) == "diverged"
-        acc = last.get("test_acc", float("nan"))
+        errors = pd.Series([1.0 - float(r.metrics.iloc[-1].get("test_acc", float("nan"))) for r in group
+                            if not _diverged(r)], dtype=float).dropna()
         rows[(setting(run), run.config["optimizer"]["name"], hp.get("lr"), hp.get("weight_decay", 0.0))] = {
             "setting": setting(run), "optimizer": run.config["optimizer"]["name"], "lr": float(hp.get("lr")),
-            "weight_decay": float(hp.get("weight_decay", 0.0)), "diverged": diverged,
-            "test_error": float("nan") if diverged else 1.0 - float(acc), "epochs_run": float(last["epoch"]),
-            "run": run}
+            "weight_decay": float(hp.get("weight_decay", 0.0)), "diverged": len(errors) == 0,
+            "test_error": errors.mean() if len(errors) else float("nan"),
+            "test_error_std": errors.std(ddof=1) if len(errors) > 1 else float("nan"), "n": len(errors),
+            "n_diverged": sum(_diverged(r) for r in group),
+            "epochs_run": float(run.metrics.iloc[-1]["epoch"]), "runs": group}
     return pd.DataFrame(list(rows.values()))
+
+
+def _cell_text(c) -> str:
+    """'div.', else the mean test error in %, and under it ±std and n when more than one seed finished."""
+    if c["diverged"]:
+        return "div."
+    text = f"{100 * c['test_error']:.1f}"
+    if c["n"] > 1:
+        text += f"\n±{100 * c['test_error_std']:.1f} n={int(c['n'])}"
+    return text + (f"\n+{int(c['n_diverged'])} div." if c["n_diverged"] else "")
 
 
 def best_cells(table: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +104,9 @@ def best_cells(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _adam_runs(results: Path, preset: str | None) -> list[Run]:
-    runs = [r for r in load_runs(results, None, preset) if r.config["optimizer"]["name"] in ADAM_FAMILY
+    # P2's benchmarks: CIFAR networks with or without BN (the "bn" option), not e.g. Fashion-MNIST's CNN.
+    runs = [r for r in load_runs(results, None, preset) if {"lr", "weight_decay"} <= set(r.config["optimizer"]["hparams"])
+            and "bn" in r.config["task"]["options"] and r.config.get("world_size", 1) == 1
             and "test_acc" in r.metrics.columns]
     require(runs, "Adam-family image-classification runs", results,
             "run e.g. `repro sweep resnet20-cifar10 --no-bn --optimizer adam-l2,adamw --lr 5e-4,1e-3 "
@@ -101,7 +126,7 @@ def draw_heatmaps(results: Path, out: Path, preset: str | None = None) -> list[P
     written: list[Path] = []
     for key, group in table.groupby("setting", sort=True):
         stem = out / f"adamw-heatmap_{setting_stem(key)}"
-        optimizers = sorted(group["optimizer"].unique(), key=lambda n: ORDER.get(n, 99))
+        optimizers = sorted(group["optimizer"].unique(), key=_order)
         lrs = sorted(group["lr"].unique())
         lams = sorted(group["weight_decay"].unique())
         finite = group["test_error"].dropna()
@@ -118,7 +143,7 @@ def draw_heatmaps(results: Path, out: Path, preset: str | None = None) -> list[P
             best = best_cells(cells)
             for _, c in cells.iterrows():
                 i, j = lrs.index(c["lr"]), lams.index(c["weight_decay"])
-                text = "div." if c["diverged"] else f"{100 * c['test_error']:.1f}"
+                text = _cell_text(c)
                 light = not c["diverged"] and vmax > vmin and (100 * c["test_error"] - vmin) / (vmax - vmin) < 0.5
                 ax.text(j, i, text, ha="center", va="center", fontsize=7,
                         color="red" if c["diverged"] else ("black" if light else "white"))
@@ -134,9 +159,10 @@ def draw_heatmaps(results: Path, out: Path, preset: str | None = None) -> list[P
                 ax.set_ylabel("initial step size lr")
             ax.set_title(name)
         fig.colorbar(image, ax=list(axes[0]), label="final test error (%)", shrink=0.9)
-        fig.suptitle(f"Final test error: {setting_name(key)} (box: best, div.: diverged)", fontsize=9)
+        seeds = "one seed per cell" if (group["n"] <= 1).all() else "mean ± std over n seeds"
+        fig.suptitle(f"Final test error: {setting_name(key)}\n({seeds}; box: best, div.: diverged)", fontsize=9)
         written += save_figure(fig, stem)
-        cells = group.drop(columns=["setting", "run"]).assign(run=[r.path.name for r in group["run"]])
+        cells = group.drop(columns=["setting", "runs"]).assign(runs=[" ".join(r.path.name for r in g) for g in group["runs"]])
         cells.sort_values(["optimizer", "lr", "weight_decay"]).to_csv(stem.with_suffix(".csv"), index=False)
         written.append(stem.with_suffix(".csv"))
         written += _best_curves(key, group, out)
@@ -148,12 +174,11 @@ def _best_curves(key: tuple, group: pd.DataFrame, out: Path) -> list[Path]:
     if best.empty:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for _, c in best.sort_values("optimizer", key=lambda s: s.map(lambda n: ORDER.get(n, 99))).iterrows():
-        m = c["run"].metrics
+    for _, c in best.sort_values("optimizer", key=lambda s: s.map(_order)).iterrows():
         label = f"{c['optimizer']} (lr {_fmt(c['lr'])}, lambda {_fmt(c['weight_decay'])})"
-        axes[0].plot(m["epoch"], m["train_loss"], label=label)
-        acc = m.dropna(subset=["test_acc"])
-        axes[1].plot(acc["epoch"], acc["test_acc"], label=label)
+        finished = [r for r in c["runs"] if not _diverged(r)]  # as the cell's mean
+        plot_band(axes[0], finished, "epoch", "train_loss", label)
+        plot_band(axes[1], finished, "epoch", "test_acc", label)
     axes[0].set_yscale("log")
     for ax, ylabel in zip(axes, ("training loss", "test accuracy")):
         ax.set_xlabel("epochs")
@@ -204,7 +229,7 @@ def draw_loss_scale(results: Path, out: Path, preset: str | None = None) -> list
     for base, group in table.groupby("base", sort=True):
         if group["multiplier"].nunique() < 2:
             continue
-        optimizers = sorted(group["optimizer"].unique(), key=lambda n: ORDER.get(n, 99))
+        optimizers = sorted(group["optimizer"].unique(), key=_order)
         fig, axes = plt.subplots(1, len(optimizers), figsize=(4.5 * len(optimizers), 3.6), squeeze=False)
         summary = []
         for ax, name in zip(axes[0], optimizers):

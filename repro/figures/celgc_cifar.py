@@ -12,12 +12,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from repro.figures import FIGURES, save_figure  # noqa: E402
-from repro.figures._curves import curve_name, draw_interval_curves  # noqa: E402
-from repro.results import Run, load_runs, require  # noqa: E402
+from repro.figures._curves import complete_or_all, curve_name, draw_interval_curves, plot_band  # noqa: E402
+from repro.results import Run, by_setting, load_runs, require  # noqa: E402
+from repro.seeds import curve as seed_curve  # noqa: E402
 
-PANELS = (("epoch", "train_loss", "epochs", "training loss"), ("epoch", "test_acc", "epochs", "test accuracy"),
-          ("wall_seconds", "train_loss", "wall-clock (s)", "training loss"),
-          ("wall_seconds", "test_acc", "wall-clock (s)", "test accuracy"))
+RUNNING = "running training loss (epoch's batches)"
+WHOLE = "training loss (whole set, averaged model)"
+
+
+def panels(loss: str, label: str) -> tuple:
+    return (("epoch", loss, "epochs", label), ("epoch", "test_acc", "epochs", "test accuracy"),
+            ("wall_seconds", loss, "wall-clock (s)", label), ("wall_seconds", "test_acc", "wall-clock (s)", "test accuracy"))
+
 
 
 def _clipped_image_runs(results: Path, preset: str | None) -> list[Run]:
@@ -31,8 +37,13 @@ def _clipped_image_runs(results: Path, preset: str | None) -> list[Run]:
 
 @FIGURES.register("celgc-cifar")
 def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
-    return draw_interval_curves(_clipped_image_runs(results, preset), out, "celgc-cifar", PANELS,
-                                log_y={"train_loss"}, summary_columns=("train_loss", "test_acc"))
+    runs = _clipped_image_runs(results, preset)
+    # The authors' "training loss" scores the whole training set with the averaged model (score_trainset); runs
+    # without it show the running mean over the epoch's batches, labelled as such.
+    whole = all("trainset_loss" in r.metrics and r.metrics["trainset_loss"].notna().any() for r in runs)
+    loss = "trainset_loss" if whole else "train_loss"
+    return draw_interval_curves(runs, out, "celgc-cifar", panels(loss, WHOLE if whole else RUNNING),
+                                log_y={loss}, summary_columns=(loss, "test_acc"))
 
 
 def iterations_to(metrics: pd.DataFrame, target: float) -> float:
@@ -56,24 +67,28 @@ def draw_speedup(results: Path, out: Path, preset: str | None = None) -> list[Pa
     require(runs, "clipped-sgd runs", results, "run the same command with `--machines 1` and e.g. `--machines 4`")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    groups: dict[tuple, dict[int, Run]] = {}
-    for run in runs:  # oldest first: the newest run per world size wins
-        groups.setdefault((run.task, run.preset, curve_name(run)), {})[run.config["world_size"]] = run
+    groups: dict[tuple, dict[int, list[Run]]] = {}
+    seeds = by_setting(runs)
+    for run in runs:  # oldest first: the setting of the newest run per world size wins
+        worlds = groups.setdefault((run.task, run.preset, curve_name(run)), {})
+        worlds[run.config["world_size"]] = complete_or_all(seeds[run.setting])
     for (task, preset_name, curve), by_world in sorted(groups.items()):
         if len(by_world) < 2 or 1 not in by_world:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        finals = {w: float(r.metrics["train_loss"].iloc[-1]) for w, r in by_world.items()}
+        # The speed-up is read off each setting's mean curve over its seeds.
+        means = {w: seed_curve(g, "iteration", "train_loss").rename(columns={"mean": "train_loss"})
+                 for w, g in by_world.items()}
+        finals = {w: float(m["train_loss"].iloc[-1]) for w, m in means.items()}
         target = max(finals.values())  # a loss every run reaches
         rows = []
-        base_iters = iterations_to(by_world[1].metrics, target)
-        for world, run in sorted(by_world.items()):
-            m = run.metrics
-            ax.plot(m["iteration"], m["train_loss"], marker="o", markersize=3, label=f"N={world}")
-            iters = iterations_to(m, target)
+        base_iters = iterations_to(means[1], target)
+        for world, group in sorted(by_world.items()):
+            plot_band(ax, group, "iteration", "train_loss", f"N={world}")
+            iters = iterations_to(means[world], target)
             rows.append({"world_size": world, "final_train_loss": finals[world], "target_loss": target,
                          "iterations_to_target": iters, "speedup_vs_N1": base_iters / iters if iters else float("nan"),
-                         "run": run.path.name})
+                         "n": len(group), "runs": " ".join(r.path.name for r in group)})
         ax.set_xlabel("iterations per worker")
         ax.set_ylabel("training loss")
         ax.set_yscale("log")

@@ -1,12 +1,12 @@
 """SGDOL (Zhuang et al. 2019): SGDOL against each baseline at its best-tuned lr, the learned stepsize, and
 SGDOL's sensitivity to M against the baselines' sensitivity to lr.
 
-"Training loss" is ``train_eval_loss``: the whole training set scored in eval mode after each epoch, as
-in the paper. A baseline's best lr is the one with the lowest final training loss among its runs.
+"Training loss" is ``trainset_loss``: the whole training set scored in eval mode after each epoch, as
+in the paper. A baseline's best lr is the one with the lowest final training loss among its runs. Runs that
+differ only in their seed are one setting: curves are their mean with a ±1 std band, finals are their mean.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 
@@ -17,13 +17,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from repro.figures import FIGURES, save_figure  # noqa: E402
-from repro.results import Run, load_runs, require  # noqa: E402
+from repro.figures._curves import complete_or_all, plot_band  # noqa: E402
+from repro.results import Run, by_setting, load_runs, require  # noqa: E402
+from repro.seeds import curve  # noqa: E402
 
 IMAGE_TASKS = ("convnet-mnist", "convnet-fashion-mnist")
 PAPER_SMOOTHNESS = 10.0  # the authors' M = alpha = 10: the SGDOL curve when such a run exists
-CURVE_PANELS = (("epoch", "train_eval_loss", "epochs", "training loss (full training set)"),
+CURVE_PANELS = (("epoch", "trainset_loss", "epochs", "training loss (full training set)"),
                 ("epoch", "test_acc", "epochs", "test accuracy"),
-                ("grad_evals", "train_eval_loss", "gradient evaluations", "training loss (full training set)"),
+                ("grad_evals", "trainset_loss", "gradient evaluations", "training loss (full training set)"),
                 ("grad_evals", "test_acc", "gradient evaluations", "test accuracy"))
 
 
@@ -32,14 +34,8 @@ def is_sgdol(run: Run) -> bool:
 
 
 def hparam(run: Run, key: str) -> float:
-    """The run's value of ``key``: as logged, else the optimizer's default."""
-    opt = run.config["optimizer"]
-    if key in opt["hparams"]:
-        return float(opt["hparams"][key])
-    from repro.optim import OPTIMIZERS
-
-    default = inspect.signature(OPTIMIZERS.get(opt["name"])).parameters[key].default
-    return float(default)
+    """The run's value of ``key`` (load_runs writes out every default)."""
+    return float(run.config["optimizer"]["hparams"][key])
 
 
 def tuned_key(run: Run) -> str:
@@ -54,55 +50,64 @@ def final(run: Run, column: str) -> float:
     return float(values.iloc[-1])
 
 
-def settings(runs: list[Run]) -> dict[tuple, Run]:
-    """One run per (optimizer, hyperparameters): the newest complete one (a partial one only if none is)."""
+def final_mean(seeds: list[Run], column: str) -> float:
+    return sum(final(r, column) for r in seeds) / len(seeds)
+
+
+def settings(runs: list[Run]) -> dict[tuple, list[Run]]:
+    """Per (optimizer, hyperparameters), the seeds of one setting (``complete_or_all``): that of the newest complete
+    run (of a partial one only if none is complete)."""
     chosen: dict[tuple, Run] = {}
     for run in runs:  # oldest first
         opt = run.config["optimizer"]
         key = (opt["name"], tuple(sorted(opt["hparams"].items())))
         if run.complete or key not in chosen or not chosen[key].complete:
             chosen[key] = run
-    return chosen
+    groups = by_setting(runs)
+    return {key: complete_or_all(groups[run.setting]) for key, run in chosen.items()}
 
 
-def pick_curves(runs: list[Run]) -> dict[str, Run]:
-    """Per optimizer, the run to draw: SGDOL at M = 10 if present (it is meant to need no tuning), else
-    its best M; each baseline at its best-tuned lr (lowest final training loss)."""
-    by_opt: dict[str, list[Run]] = {}
-    for run in runs:
-        by_opt.setdefault(run.config["optimizer"]["name"], []).append(run)
+def pick_curves(groups: list[list[Run]]) -> dict[str, list[Run]]:
+    """Per optimizer, the setting to draw: SGDOL at M = 10 if present (it is meant to need no tuning), else
+    its best M; each baseline at its best-tuned lr (lowest final training loss, mean over seeds)."""
+    by_opt: dict[str, list[list[Run]]] = {}
+    for seeds in groups:
+        by_opt.setdefault(seeds[0].config["optimizer"]["name"], []).append(seeds)
     curves = {}
-    for name, group in sorted(by_opt.items(), key=lambda kv: (not kv[0].startswith("sgdol"), kv[0])):
-        best = min(group, key=lambda r: final(r, "train_eval_loss"))
+    for name, options in sorted(by_opt.items(), key=lambda kv: (not kv[0].startswith("sgdol"), kv[0])):
+        best = min(options, key=lambda g: final_mean(g, "trainset_loss"))
         if name.startswith("sgdol"):
-            paper = [r for r in group if hparam(r, "smoothness") == PAPER_SMOOTHNESS]
-            best = min(paper, key=lambda r: final(r, "train_eval_loss")) if paper else best
-        curves[f"{name} ({tuned_key(best)}={hparam(best, tuned_key(best)):g})"] = best
+            paper = [g for g in options if hparam(g[0], "smoothness") == PAPER_SMOOTHNESS]
+            best = min(paper, key=lambda g: final_mean(g, "trainset_loss")) if paper else best
+        curves[f"{name} ({tuned_key(best[0])}={hparam(best[0], tuned_key(best[0])):g})"] = best
     return curves
 
 
-def summary_table(runs: list[Run], curves: dict[str, Run]) -> pd.DataFrame:
-    drawn = {id(r) for r in curves.values()}
+def summary_table(groups: list[list[Run]], curves: dict[str, list[Run]]) -> pd.DataFrame:
+    """One row per setting: finals are means over its seeds (std for the two the sensitivity plot draws)."""
+    drawn = {id(g) for g in curves.values()}
     rows = []
-    for run in runs:
-        last = run.metrics.iloc[-1]
+    for seeds in groups:
+        run, last = seeds[0], seeds[0].metrics.iloc[-1]
         key = tuned_key(run)
+        spread = {f"{c}_std": pd.Series([final(r, c) for r in seeds]).std(ddof=1) for c in ("trainset_loss", "test_acc")}
         rows.append({"optimizer": run.config["optimizer"]["name"], "tuned": key, "value": hparam(run, key),
                      "alpha": hparam(run, "alpha") if is_sgdol(run) else None,
                      "epochs": last["epoch"], "grad_evals": last["grad_evals"],
-                     "train_eval_loss": final(run, "train_eval_loss"), "test_acc": final(run, "test_acc"),
-                     "test_loss": final(run, "test_loss"), "final_lr": last["lr"],
-                     "drawn": id(run) in drawn, "complete": run.complete, "run": run.path.name})
+                     "trainset_loss": final_mean(seeds, "trainset_loss"), "test_acc": final_mean(seeds, "test_acc"),
+                     "test_loss": final_mean(seeds, "test_loss"), **spread, "n": len(seeds),
+                     "final_lr": sum(float(r.metrics["lr"].iloc[-1]) for r in seeds) / len(seeds),
+                     "drawn": id(seeds) in drawn, "complete": all(r.complete for r in seeds),
+                     "runs": " ".join(r.path.name for r in seeds)})
     return pd.DataFrame(rows).sort_values(["optimizer", "value"]).reset_index(drop=True)
 
 
-def draw_curves(curves: dict[str, Run], title: str, stem: Path) -> list[Path]:
+def draw_curves(curves: dict[str, list[Run]], title: str, stem: Path) -> list[Path]:
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     for ax, (x, y, xlabel, ylabel) in zip(axes.flat, CURVE_PANELS):
-        for name, run in curves.items():
-            m = run.metrics.dropna(subset=[y])
+        for name, seeds in curves.items():
             style = dict(color="black", linewidth=2) if name.startswith("sgdol (") else {}
-            ax.plot(m[x], m[y], marker="o", markersize=3, label=name + ("" if run.complete else " (partial)"), **style)
+            plot_band(ax, seeds, x, y, name, **style)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if y.endswith("loss"):
@@ -114,16 +119,19 @@ def draw_curves(curves: dict[str, Run], title: str, stem: Path) -> list[Path]:
     return save_figure(fig, stem)
 
 
-def draw_stepsize(sgdol_runs: list[Run], title: str, stem: Path) -> list[Path]:
-    """eta over iterations (one logged value per evaluation row, plus eta_1 = 1/M at iteration 0)."""
+def draw_stepsize(sgdol_groups: list[list[Run]], title: str, stem: Path) -> list[Path]:
+    """eta over iterations (one logged value per evaluation row, plus eta_1 = 1/M at iteration 0), mean ± std
+    over each setting's seeds."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in sorted(sgdol_runs, key=lambda r: (r.config["optimizer"]["name"], hparam(r, "smoothness"))):
-        m_value = hparam(run, "smoothness")
+    for seeds in sorted(sgdol_groups, key=lambda g: (g[0].config["optimizer"]["name"], hparam(g[0], "smoothness"))):
+        run, m_value = seeds[0], hparam(seeds[0], "smoothness")
         name = f"{run.config['optimizer']['name']} M={m_value:g}, alpha={hparam(run, 'alpha'):g}"
-        if run.metrics["status"].eq("diverged").any():
-            name += " (diverged)"
-        iters = [0, *run.metrics["iteration"]]
-        line, = ax.plot(iters, [1.0 / m_value, *run.metrics["lr"]], marker="o", markersize=3, label=name)
+        diverged = sum(r.metrics["status"].eq("diverged").any() for r in seeds)
+        if diverged:
+            name += f" ({diverged} diverged)"
+        line = plot_band(ax, seeds, "iteration", "lr", name)
+        first = curve(seeds, "iteration", "lr").iloc[0]  # eta_1 = 1/M at iteration 0, joined to the first row
+        ax.plot([0, first["iteration"]], [1.0 / m_value, first["mean"]], color=line.get_color(), marker="o", markersize=3)
         ax.axhline(1.0 / m_value, color=line.get_color(), linestyle="--", linewidth=0.8)
         ax.axhline(2.0 / m_value, color=line.get_color(), linestyle=":", linewidth=0.8)
     ax.set_xlabel("iterations (SGDOL steps; 2 gradient evaluations each)")
@@ -141,10 +149,11 @@ def draw_sensitivity(table: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     families = ((axes[0], table["optimizer"].str.startswith("sgdol"), "M (smoothness)"),
                 (axes[1], ~table["optimizer"].str.startswith("sgdol"), "lr"))
     for row, mask, xlabel in families:
-        for column, ax, ylabel in (("train_eval_loss", row[0], "final training loss"), ("test_acc", row[1], "final test accuracy")):
+        for column, ax, ylabel in (("trainset_loss", row[0], "final training loss"), ("test_acc", row[1], "final test accuracy")):
             for name, group in table[mask].groupby("optimizer"):
-                group = group.sort_values("value")
-                ax.plot(group["value"], group[column].replace(math.inf, float("nan")), marker="o", label=name)
+                group = group.sort_values("value")  # error bars: ±1 std over the seeds (none with one seed)
+                ax.errorbar(group["value"], group[column].replace(math.inf, float("nan")), yerr=group[f"{column}_std"],
+                            marker="o", capsize=3, label=name)
             ax.set_xscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
@@ -178,7 +187,7 @@ def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
         title = f"{task} ({preset_name} preset, N={world})"
         stem = out / f"sgdol_{task}_{preset_name}_N{world}"
         written += draw_curves(curves, title, stem)
-        written += draw_stepsize([r for r in chosen if is_sgdol(r)], title, Path(f"{stem}_stepsize"))
+        written += draw_stepsize([g for g in chosen if is_sgdol(g[0])], title, Path(f"{stem}_stepsize"))
         written += draw_sensitivity(table, title, Path(f"{stem}_sensitivity"))
         # The drawn (best) runs, then every setting's final numbers.
         table[table["drawn"]].drop(columns="drawn").to_csv(stem.with_suffix(".csv"), index=False)

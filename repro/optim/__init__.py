@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import torch
 
 from repro.errors import UsageError
-from repro.registry import Registry, check_kwargs
+from repro.registry import Registry, builder_defaults, check_kwargs
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer", package=__name__)
 
@@ -32,9 +32,29 @@ def make(name: str, params: Iterable, **hparams) -> torch.optim.Optimizer:
 
 def accepted_hparams(name: str) -> set[str]:
     """The keyword arguments optimizer ``name`` takes (used to filter preset defaults)."""
-    import inspect
+    return set(builder_defaults(OPTIMIZERS.get(name)))
 
-    return set(inspect.signature(OPTIMIZERS.get(name)).parameters) - {"params"}
+
+def param_groups(model: torch.nn.Module, mode: str = "all") -> list[dict]:
+    """The parameters an optimizer gets. ``no-decay-bias-norm``: biases and normalization-layer parameters (every
+    parameter of at most one dimension) form a second group with weight decay 0, as many ImageNet recipes do."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if mode == "all":
+        return [{"params": params}]
+    if mode != "no-decay-bias-norm":
+        raise UsageError(f"unknown param-groups mode {mode!r} (known: all, no-decay-bias-norm)")
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "no_decay": True}]
+
+
+def run_closure(closure) -> torch.Tensor | None:
+    """torch's optimizer convention: inside a no-grad ``step``, the closure (forward and backward of a fresh
+    minibatch) runs with gradients enabled. It runs first: it may set this step's lr (the trainer does)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 def scaled_hparams(optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
@@ -47,4 +67,4 @@ def optimizer_metrics(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return pop() if pop else {}
 
 
-__all__ = ["OPTIMIZERS", "make", "accepted_hparams", "scaled_hparams", "optimizer_metrics", "UsageError"]
+__all__ = ["OPTIMIZERS", "make", "param_groups", "run_closure", "accepted_hparams", "scaled_hparams", "optimizer_metrics", "UsageError"]

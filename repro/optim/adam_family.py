@@ -69,7 +69,7 @@ class AdamProx(torch.optim.Adam):
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, betas=(BETA1, BETA2), eps: float = EPS):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
         for group in self.param_groups:
-            group["prox_weight_decay"] = weight_decay
+            group["prox_weight_decay"] = 0.0 if group.get("no_decay") else weight_decay
             group.setdefault("initial_lr", group["lr"])
 
     @torch.no_grad()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from repro.optim import OPTIMIZERS
+from repro.optim import OPTIMIZERS, run_closure
 
 
 class ClippedSGD(torch.optim.Optimizer):
@@ -25,10 +25,7 @@ class ClippedSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))) if grads else 0.0
         clipped = False
@@ -56,6 +53,15 @@ class ClippedSGD(torch.optim.Optimizer):
         self._steps += 1
         self._clipped += int(clipped)
         return loss
+
+    # The counts behind clip_fraction travel with the optimizer's state (a checkpoint between two evaluations).
+    def state_dict(self):
+        return {**super().state_dict(), "metrics": {"clipped": self._clipped, "steps": self._steps}}
+
+    def load_state_dict(self, state_dict):
+        metrics = state_dict.get("metrics", {"clipped": 0, "steps": 0})
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "metrics"})
+        self._clipped, self._steps = int(metrics["clipped"]), int(metrics["steps"])
 
     def pop_metrics(self) -> dict[str, float]:
         """Fraction of steps since the last call whose step size was set by the clipping threshold."""

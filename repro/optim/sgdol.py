@@ -9,7 +9,8 @@ FTRL-Proximal on the paper's surrogate losses, which has the closed form
 with eta_1 = 1/M. M (``smoothness``) is the assumed smoothness of the loss; ``alpha`` is the initial
 regularizer (the authors' rule of thumb: alpha = M). Using g for ||g||^2 and an *independent* g' for the
 inner product is what makes the surrogate loss an unbiased estimate; one gradient used twice would give
-eta = 1/M forever.
+eta = 1/M forever. Which data the two closure calls see is the trainer's `pairing` setting (docs/sgdol.md):
+a new minibatch each (the paper), or one minibatch with two dropout masks (the authors' MNIST code).
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import torch
 from repro.errors import UsageError
 from repro.optim import OPTIMIZERS
 
-NEEDS_CLOSURE = ("SGDOL needs two independent stochastic gradients per step: call step(closure) with a closure "
-                 "that draws a fresh minibatch, zeroes the gradients, runs backward and returns the loss")
+NEEDS_CLOSURE = ("SGDOL needs two stochastic gradients per step: call step(closure) with a closure that draws a "
+                 "minibatch (a fresh one per call for independent gradients), zeroes the gradients, runs backward "
+                 "and returns the loss")
 
 
 class SGDOL(torch.optim.Optimizer):

@@ -1,10 +1,15 @@
 """Sync policies: how workers communicate. Each module of this package registers its policies.
 
-A policy sees the model only through three hooks, called by the trainer:
-``on_gradients(model)`` after every backward pass (inside the optimizer's closure),
-``after_step(model)`` after every optimizer step, and ``synchronize(model)`` before evaluation, which
-must leave every worker holding the model to evaluate. Each policy counts its own communication:
-``comm_rounds`` (collective calls) and ``comm_bytes`` (payload bytes this worker contributes), cumulative.
+A policy sees the model only through its hooks, called by the trainer:
+``wrap(model)`` once, before training: the module the task's forward runs through while training (default: the model
+itself; ``every-step`` returns a DistributedDataParallel wrapper, whose backward all-reduces gradients in buckets);
+every other hook, the optimizer, checkpoints and evaluation get the model itself. ``on_gradients(model)`` after every backward pass (inside the optimizer's closure),
+``after_step(model)`` after every optimizer step, ``eval_model(model)`` before evaluation (the model to score:
+by default the workers' average computed into a separate copy, so training is not disturbed) and
+``synchronize(model)`` (average the training models in place: used before evaluation only when a recipe says the
+authors did so). Each policy counts its own communication, cumulative: ``comm_rounds`` (collective calls) and
+``comm_bytes`` (payload bytes this worker contributes) for the algorithm, ``eval_comm_rounds`` /
+``eval_comm_bytes`` for what evaluation needed.
 """
 from __future__ import annotations
 
@@ -19,9 +24,17 @@ SYNC_POLICIES: Registry[Callable[..., "SyncPolicy"]] = Registry("sync policy", p
 
 
 class SyncPolicy:
+    averages_for_evaluation = True  # False: each worker scores its own model (metrics: the workers' mean)
+
     def __init__(self):
         self.comm_rounds = 0
         self.comm_bytes = 0
+        self.eval_comm_rounds = 0
+        self.eval_comm_bytes = 0
+        self._eval_copy: torch.nn.Module | None = None
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
 
     def on_gradients(self, model: torch.nn.Module) -> None:
         pass
@@ -32,11 +45,44 @@ class SyncPolicy:
     def synchronize(self, model: torch.nn.Module) -> None:
         pass
 
+    @torch.no_grad()
+    def eval_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The workers' average of ``model`` in a copy kept for evaluation (one flattened all-reduce, counted as
+        evaluation communication); the training model and the policy's schedule stay as they are."""
+        if not self.averages_for_evaluation or not dist.is_initialized() or dist.get_world_size() == 1:
+            return model
+        source = float_state(model)
+        if self._eval_copy is None or [t.shape for t in float_state(self._eval_copy)] != [t.shape for t in source]:
+            import copy
+
+            self._eval_copy = copy.deepcopy(model)  # made once, reused by every later evaluation
+            for p in self._eval_copy.parameters():
+                p.grad = None  # the copy is only scored
+        target = self._eval_copy
+        torch._foreach_copy_(float_state(target), [t.detach() for t in source])
+        rounds, volume = self.comm_rounds, self.comm_bytes
+        self._all_reduce_mean(self._eval_tensors(target))
+        self.eval_comm_rounds += self.comm_rounds - rounds  # booked apart from the algorithm's
+        self.eval_comm_bytes += self.comm_bytes - volume
+        self.comm_rounds, self.comm_bytes = rounds, volume
+        # Integer buffers (BatchNorm's num_batches_tracked) are equal on all workers: copy them too.
+        for t_buf, s_buf in zip(target.buffers(), model.buffers()):
+            if not t_buf.is_floating_point():
+                t_buf.copy_(s_buf)
+        return target
+
+    def _eval_tensors(self, model: torch.nn.Module) -> list[torch.Tensor]:
+        """What evaluation needs averaged (parameters and float buffers; see float_state)."""
+        return float_state(model)
+
     def state_dict(self) -> dict:
-        return {"comm_rounds": self.comm_rounds, "comm_bytes": self.comm_bytes}
+        return {"comm_rounds": self.comm_rounds, "comm_bytes": self.comm_bytes,
+                "eval_comm_rounds": self.eval_comm_rounds, "eval_comm_bytes": self.eval_comm_bytes}
 
     def load_state_dict(self, state: dict) -> None:
         self.comm_rounds, self.comm_bytes = state["comm_rounds"], state["comm_bytes"]
+        self.eval_comm_rounds = state.get("eval_comm_rounds", 0)
+        self.eval_comm_bytes = state.get("eval_comm_bytes", 0)
 
     # Shared helpers -------------------------------------------------------------------------------
     def _all_reduce_mean(self, tensors: list[torch.Tensor]) -> None:

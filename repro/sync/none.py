@@ -2,6 +2,10 @@
 from repro.sync import SYNC_POLICIES, SyncPolicy
 
 
+class NoSync(SyncPolicy):
+    averages_for_evaluation = False  # N independent workers: each scores its own model
+
+
 @SYNC_POLICIES.register("none")
 def no_sync():
-    return SyncPolicy()
+    return NoSync()

@@ -1,0 +1,135 @@
+"""CELGC against every-step all-reduce on an emulated two-node cluster (network namespaces, rate-limited link), in one run.
+
+    python benchmarks/multinode.py --data-dir ../shared/data/ptb --steps 96 --rate 100mbit --interval 16
+
+Two network namespaces on this machine stand in for two nodes, joined by a veth pair that a token bucket
+(`tc ... tbf`) holds to --rate on both ends (tests/netns.py; run as root, with iproute2). One `repro run` runs in each
+namespace as node 0 and node 1 (--machines workers each, gloo on CPU), first with gradient all-reduce every step
+(--algo naive-parallel-clip: DDP's bucketed all-reduce), then with CELGC averaging every --interval steps, for the
+same --steps per worker (--with-flat: then every-step with one flat all-reduce after backward, nothing overlapped).
+The workers of one node talk over its loopback at full speed; only traffic between the nodes crosses the slow link,
+as between the machines of a cluster. Prints, per configuration, the whole process's seconds (both nodes started
+until both exited: start-up, data, training, evaluation) and the training seconds (`wall_seconds` of the last
+metrics.csv row), and the every-step / configuration ratios; writes the table to --csv. The namespaces (and
+anything left running in them) are removed on exit, Ctrl-C included.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+TASK_ARGS = ["--eval-batches", "1", "--quiet"]
+
+
+def _netns():
+    """The test suite's namespace helper (tests/ is no package: load the file)."""
+    spec = importlib.util.spec_from_file_location("repro_bench_netns", REPO / "tests" / "netns.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_job(pair, netns, args, algo: list[str], port: int, out: Path) -> dict:
+    """Both nodes of one job; returns whole-process seconds and node 0's last metrics row."""
+    env = {**netns.clean_environment(), "OMP_NUM_THREADS": "1"}
+    procs = []
+    start = time.perf_counter()
+    try:
+        for rank in (0, 1):
+            cmd = [sys.executable, "-m", "repro", "run", args.task, "--preset", args.preset,
+                   "--machines", str(args.machines), "--nodes", "2", "--node-rank", str(rank),
+                   "--master-addr", pair.addresses[0], "--master-port", str(port),
+                   "--max-steps", str(args.steps), *TASK_ARGS, "--out", str(out / f"node{rank}"), *algo]
+            if args.data_dir:
+                cmd += ["--data-dir", args.data_dir]
+            log = open(out / f"node{rank}.log", "w")
+            procs.append((subprocess.Popen(pair.command(rank, cmd), cwd=REPO, env=env, stdout=log,
+                                           stderr=subprocess.STDOUT), log))
+        deadline = start + args.timeout
+        for p, _ in procs:
+            p.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        seconds = time.perf_counter() - start
+    finally:
+        for p, log in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+    for rank, (p, _) in enumerate(procs):
+        if p.returncode != 0:
+            tail = "\n".join((out / f"node{rank}.log").read_text(errors="replace").splitlines()[-15:])
+            raise SystemExit(f"node {rank} of {' '.join(algo)} exited {p.returncode}:\n{tail}")
+    metrics = list((out / "node0" / args.task).glob("*/metrics.csv"))
+    if len(metrics) != 1:
+        raise SystemExit(f"expected one run folder from node 0, found {len(metrics)}")
+    return {"seconds": seconds, "last": pd.read_csv(metrics[0]).iloc[-1]}
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM/SIGHUP: unwind through the clean-up like Ctrl-C
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="lstm-ptb")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--machines", type=int, default=2, help="workers per node (2 nodes)")
+    parser.add_argument("--steps", type=int, default=96, help="iterations per worker, both configurations")
+    parser.add_argument("--rate", default="100mbit", help="link rate, tc syntax (a bare number: Mbit/s)")
+    parser.add_argument("--interval", type=int, default=16, help="CELGC's averaging interval I")
+    parser.add_argument("--with-flat", action="store_true",
+                        help="also every-step with the flat all-reduce after backward (--sync-opt bucketed=false)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per job")
+    parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "multinode.csv")
+    args = parser.parse_args()
+    rate = f"{args.rate}mbit" if args.rate.replace(".", "", 1).isdigit() else args.rate
+
+    netns = _netns()
+    reason = netns.unavailable()
+    if reason:
+        raise SystemExit(f"multinode: {reason}")
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
+    configs = [("every-step", ["--algo", "naive-parallel-clip"]),
+               (f"celgc I={args.interval}", ["--algo", "celgc", "--interval", str(args.interval)])]
+    if args.with_flat:
+        configs.append(("every-step flat", ["--algo", "naive-parallel-clip", "--sync-opt", "bucketed=false"]))
+    rows = []
+    try:
+        with netns.NodePair(rate=rate) as pair, tempfile.TemporaryDirectory(prefix="repro-multinode-") as tmp:
+            for i, (name, algo) in enumerate(configs):
+                out = Path(tmp) / f"job{i}"
+                out.mkdir()
+                result = run_job(pair, netns, args, algo, 29500 + 10 * i, out)
+                last = result["last"]
+                rows.append({"sync": name, "steps": int(last["iteration"]), "workers": 2 * args.machines,
+                             "rate": rate, "process_s": result["seconds"], "train_s": last["wall_seconds"],
+                             "comm_rounds": int(last["comm_rounds"]), "comm_MB": last["comm_bytes"] / 1e6})
+                print(f"{name}: {result['seconds']:.1f} s whole process, {last['wall_seconds']:.1f} s training",
+                      flush=True)
+    except KeyboardInterrupt:
+        raise SystemExit("multinode: interrupted; namespaces removed")
+    table = pd.DataFrame(rows)
+    table["process_ratio"] = table["process_s"].iloc[0] / table["process_s"]
+    table["train_ratio"] = table["train_s"].iloc[0] / table["train_s"]
+    print(f"{args.task} ({args.preset}), 2 nodes x {args.machines} workers, {args.steps} steps each, link {rate}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    celgc = table.iloc[1]
+    print(f"every-step / CELGC: {celgc['process_ratio']:.2f}x whole process, {celgc['train_ratio']:.2f}x training")
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.csv, index=False, float_format="%.3f")
+    print(f"wrote {args.csv}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""The typed run configuration: what `config.json` holds and what every worker receives.
+
+Shape (version 2), one section per component, each value resolved and written out, builder defaults included:
+
+    task      {name, preset, recipe, options}     options: the task's Options dataclass
+    optimizer {name, hparams, param_groups}       hparams: every keyword the optimizer's builder takes
+    sync      {name, options}                     options: every keyword the sync policy's builder takes
+    schedule  {name, options}
+    train     TrainSettings (below)
+
+Version 1 (before this module) had the same sections with only the values a preset or flag gave; `from_dict`
+upgrades it by filling in the defaults, so old run folders load for `repro plot` and `--from`.
+
+The run identity hashes only values that differ from their defaults (and leaves out where data lives and what
+the setting is called), so adding a field with a default never changes the identity of runs made before it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from repro.errors import UsageError
+
+CONFIG_VERSION = 2
+IDENTITY_VERSION = 2
+# Task options that locate data but do not change results.
+LOCATION_OPTIONS = ("data_dir",)
+EVAL_SYNC_MODES = ("copy", "in-place")
+PARAM_GROUP_MODES = ("all", "no-decay-bias-norm")
+PAIRING_MODES = ("fresh-batch", "same-batch")
+
+
+@dataclass
+class TrainSettings:
+    """How long and how many: every field has its default here and is recorded in config.json."""
+
+    epochs: int = 1
+    machines: int = 1  # worker processes per node: the papers' "machines" (world size = machines x nodes)
+    seed: int = 0
+    max_steps: int | None = None  # stop after this many steps per worker (smoke tests)
+    eval_batches: int | None = None  # score only this many evaluation batches per worker and split
+    average_after_nonmono: int = 0  # > 0: evaluate averaged iterates once val loss stalls this many epochs
+    loss_multiplier: float = 1.0  # the optimizer sees c x the objective (AdamW paper's scale-freeness test)
+    log_stats: list[int] = field(default_factory=list)  # epochs whose gradient/update histograms are recorded
+    # "copy": evaluate the workers' average in a separate copy (training undisturbed);
+    # "in-place": average the training models before evaluating (the CELGC LM code does this every epoch)
+    eval_sync: str = "copy"
+    # How the gradient evaluations of one optimizer step (SGDOL takes two) get their data: "fresh-batch": each draws
+    # the next minibatch; "same-batch": all of a step's evaluations reuse the batch its first one drew (the SGDOL
+    # authors' MNIST code; only dropout masks differ). Optimizers that evaluate once per step are unaffected.
+    pairing: str = "fresh-batch"
+    # GPU numerics and speed (recorded: they change the numbers). tf32: TF32 matmuls and convolutions on Ampere+;
+    # deterministic: deterministic kernels only (cuDNN, cuBLAS workspace, torch.use_deterministic_algorithms);
+    # compile: torch.compile of the training forward.
+    tf32: bool = False
+    deterministic: bool = False
+    compile: bool = False
+
+    def validate(self) -> None:
+        for name in ("epochs", "machines"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_batches"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise UsageError(f"{name.replace('_', '-')} must be >= 1, got {value}")
+        mult = float(self.loss_multiplier)
+        if not (mult > 0 and mult != float("inf")):
+            raise UsageError(f"loss-multiplier must be a finite number > 0, got {self.loss_multiplier}")
+        self.loss_multiplier = mult
+        bad = [e for e in self.log_stats if e < 1]
+        if bad:
+            raise UsageError(f"log-stats epochs count from 1, got {bad[0]}")
+        self.log_stats = sorted(set(self.log_stats))
+        for name in ("tf32", "deterministic", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.eval_sync not in EVAL_SYNC_MODES:
+            raise UsageError(f"eval_sync must be one of {', '.join(EVAL_SYNC_MODES)}, got {self.eval_sync!r}")
+        if self.pairing not in PAIRING_MODES:
+            raise UsageError(f"pairing must be one of {', '.join(PAIRING_MODES)}, got {self.pairing!r}")
+
+
+def train_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainSettings)}
+
+
+def make_train(values: dict, what: str) -> TrainSettings:
+    unknown = sorted(set(values) - train_fields())
+    if unknown:
+        raise UsageError(f"{what}: unknown train setting(s) {', '.join(unknown)} (known: {', '.join(sorted(train_fields()))})")
+    return TrainSettings(**values)
+
+
+@dataclass
+class TaskSection:
+    name: str
+    options: dict
+    preset: str | None = None  # the --preset alias that chose the recipe, if any
+    recipe: str | None = None  # the named setting the values came from
+
+
+@dataclass
+class OptimizerSection:
+    name: str
+    hparams: dict
+    param_groups: str = "all"  # "no-decay-bias-norm": no weight decay on biases and normalization layers
+
+
+@dataclass
+class ComponentSection:
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    task: TaskSection
+    optimizer: OptimizerSection
+    sync: ComponentSection
+    schedule: ComponentSection
+    train: TrainSettings
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        """Read a config.json (any version), filling in what older versions left out."""
+        version = data.get("version", 1)
+        if version > CONFIG_VERSION:
+            raise UsageError(f"config version {version} is newer than this repro ({CONFIG_VERSION}): upgrade repro")
+        task = data["task"]
+        train = {k: v for k, v in data.get("train", {}).items() if k in train_fields()}
+        config = cls(
+            task=TaskSection(task["name"], dict(task.get("options", {})), task.get("preset"), task.get("recipe")),
+            optimizer=OptimizerSection(data["optimizer"]["name"], dict(data["optimizer"].get("hparams", {})),
+                                       data["optimizer"].get("param_groups", "all")),
+            sync=ComponentSection(data.get("sync", {}).get("name", "none"), dict(data.get("sync", {}).get("options", {}))),
+            schedule=ComponentSection(data.get("schedule", {}).get("name", "constant"),
+                                      dict(data.get("schedule", {}).get("options", {}))),
+            train=TrainSettings(**train),
+        )
+        if version < CONFIG_VERSION:
+            config.fill_defaults()
+        return config
+
+    def fill_defaults(self) -> None:
+        """Write out every builder default not given (version-1 configs recorded only what was given)."""
+        from repro import optim, schedules, sync
+
+        self.optimizer.hparams = _with_defaults(optim.OPTIMIZERS.get(self.optimizer.name), self.optimizer.hparams)
+        self.sync.options = _with_defaults(sync.SYNC_POLICIES.get(self.sync.name), self.sync.options)
+        self.schedule.options = _with_defaults(schedules.SCHEDULES.get(self.schedule.name), self.schedule.options)
+
+    def identity(self, world_size: int) -> str:
+        """Which runs are the same experiment: a hash of the values that differ from their defaults."""
+        from repro import optim, schedules, sync
+        from repro.task import TASKS
+
+        task_defaults = {f.name: _field_default(f) for f in dataclasses.fields(TASKS.get(self.task.name).Options)}
+        train_defaults = {f.name: _field_default(f) for f in dataclasses.fields(TrainSettings)}
+        settings = {
+            "identity_version": IDENTITY_VERSION,
+            "task": [self.task.name, _non_default(self.task.options, task_defaults, skip=LOCATION_OPTIONS)],
+            "optimizer": [self.optimizer.name, _non_default(self.optimizer.hparams, _defaults_of(optim.OPTIMIZERS.get(self.optimizer.name))),
+                          self.optimizer.param_groups if self.optimizer.param_groups != "all" else None],
+            "sync": [self.sync.name, _non_default(self.sync.options, _defaults_of(sync.SYNC_POLICIES.get(self.sync.name)))],
+            "schedule": [self.schedule.name, _non_default(self.schedule.options, _defaults_of(schedules.SCHEDULES.get(self.schedule.name)))],
+            "train": _non_default(dataclasses.asdict(self.train), train_defaults, skip=("machines",)),
+            "world_size": world_size,
+        }
+        return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+    def setting(self, world_size: int) -> str:
+        """Which runs are repeats of one setting with other seeds: the identity with the seed left out."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=TrainSettings.seed)).identity(world_size)
+
+    def label(self, world_size: int) -> str:
+        """The run folder's readable name."""
+        parts = [self.optimizer.name, self.sync.name]
+        if "interval" in self.sync.options:
+            parts[-1] += f"-I{self.sync.options['interval']}"
+        parts += [f"N{world_size}", self.task.preset or self.task.recipe or "custom"]
+        return "_".join(parts)
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _defaults_of(builder) -> dict:
+    from repro.registry import builder_defaults
+
+    return builder_defaults(builder)
+
+
+def _with_defaults(builder, given: dict) -> dict:
+    import inspect
+
+    defaults = {k: v for k, v in _defaults_of(builder).items() if v is not inspect.Parameter.empty}
+    return {**defaults, **given}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _same(a, b) -> bool:
+    a, b = _plain(a), _plain(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def _non_default(values: dict, defaults: dict, skip: tuple[str, ...] = ()) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(values.items())
+            if k not in skip and not (k in defaults and _same(v, defaults[k]))}

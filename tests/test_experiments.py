@@ -1,0 +1,108 @@
+"""Experiments, claims and the report: the statistics against hand-computed values, every experiment's settings
+resolve to distinct settings, verdicts from fixture runs (both ways), `repro reproduce --dry-run` and `repro report`
+through the real command line."""
+import json
+import math
+
+import pytest
+
+from conftest import run_repro
+from repro import claims
+from repro.cli import _invoke_run, _setting_key
+from repro.experiments import EXPERIMENTS, evidence
+
+
+def test_welch_interval_matches_a_hand_computation():
+    a, b = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0]
+    # means 2 and 5; variances 1 and 20/3; se^2 = 1/3 + 5/3 = 2; df = 4 / ((1/3)^2/2 + (5/3)^2/3) = 4.07 -> 4
+    low, high, df = claims.welch_interval(a, b)
+    assert df == pytest.approx(4 / ((1 / 9) / 2 + (25 / 9) / 3))
+    assert (low + high) / 2 == pytest.approx(-3.0)
+    assert (high - low) / 2 == pytest.approx(2.776 * math.sqrt(2.0))  # t(0.975, 4)
+
+
+def test_rules_give_all_three_verdicts_and_need_three_seeds():
+    high, low = [0.90, 0.91, 0.92], [0.80, 0.81, 0.82]
+    assert claims.better(high, low, higher_is_better=True)[0] == claims.REPRODUCED
+    assert claims.better(low, high, higher_is_better=True)[0] == claims.NOT_REPRODUCED
+    assert claims.better(low, high, higher_is_better=False)[0] == claims.REPRODUCED  # e.g. seconds
+    assert claims.better([0.8, 0.9, 1.0], [0.85, 0.9, 0.95], higher_is_better=True)[0] == claims.INCONCLUSIVE
+    assert claims.better(high[:2], low, higher_is_better=True)[0] == claims.INCONCLUSIVE  # n = 2
+    assert claims.within(high, [0.905, 0.91, 0.915], 0.05)[0] == claims.REPRODUCED
+    assert claims.within(high, low, 0.02)[0] == claims.NOT_REPRODUCED
+    assert claims.at_least(low, high, margin=0.2, higher_is_better=True)[0] == claims.REPRODUCED
+    assert claims.at_least(low, high, margin=0.01, higher_is_better=True)[0] == claims.NOT_REPRODUCED
+    assert claims.combine([claims.REPRODUCED, claims.INCONCLUSIVE]) == claims.INCONCLUSIVE
+    assert claims.combine([claims.REPRODUCED, claims.NOT_REPRODUCED]) == claims.NOT_REPRODUCED
+
+
+@pytest.mark.slow  # resolves dozens of settings through the command line
+def test_every_experiment_resolves_to_distinct_settings_with_a_reason_and_claims(tmp_path):
+    for name in EXPERIMENTS.names():
+        experiment = EXPERIMENTS.get(name)
+        assert experiment.claims, name
+        for scale, spec in experiment.scales.items():
+            assert spec.why, (name, scale)
+            keys = [_setting_key([*s.argv, "--out", str(tmp_path)]) for s in spec.settings]
+            assert len(set(keys)) == len(keys), (name, scale)
+            assert len({s.label for s in spec.settings}) == len(spec.settings)
+            assert not any("--seed" in s.argv for s in spec.settings)
+
+
+def _fake_runs(results, experiment, values, column="test_acc", extra=None):
+    """Complete runs of ``experiment`` (quick) with ``values[label]`` = one final value per seed."""
+    exp = EXPERIMENTS.get(experiment)
+    folder = exp.folder(results, "quick")
+    for setting in exp.scales["quick"].settings:
+        for seed, value in enumerate(values.get(setting.label, [])):
+            config, world = _invoke_run([*setting.argv, "--seed", str(seed), "--out", str(folder), "--resolve-only"])
+            run = folder / config.task.name / f"{setting.label.replace(' ', '_')}_{seed}"
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps({**config.to_dict(), "world_size": world,
+                                                         "environment": {"cpu": "x86_64", "cpu_count": 2}}))
+            cols = {column: value, **((extra or {}).get(setting.label, {}))}
+            (run / "metrics.csv").write_text("epoch," + ",".join(cols) + "\n1.0," + ",".join(map(str, cols.values())) + "\n")
+            (run / "summary.json").write_text("{}")
+
+
+def _verdicts(results):
+    from repro.report import judge_all
+
+    judged, _ = judge_all(results, _setting_key)
+    return {j.claim_id: j.verdict for j in judged if j.scale == "quick"}
+
+
+@pytest.mark.slow  # resolves dozens of settings through the command line
+def test_sgdol_claims_are_judged_from_the_runs_both_ways(tmp_path):
+    good = {"SGDOL M=alpha=10": [0.85, 0.86, 0.855], "sgd lr=0.1": [0.84, 0.85, 0.845], "adam lr=0.001": [0.80, 0.81, 0.8]}
+    lr = {"SGDOL M=alpha=10": {"lr": 0.14}}
+    _fake_runs(tmp_path / "a", "sgdol-fashion-mnist", good, extra=lr)
+    verdicts = _verdicts(tmp_path / "a")
+    assert verdicts["P3-match"].outcome == claims.REPRODUCED, verdicts["P3-match"]
+    assert "best baseline (sgd lr=0.1)" in verdicts["P3-match"].measured
+    assert verdicts["P3-stepsize"].outcome == claims.REPRODUCED
+    assert verdicts["P1-track-lm"].outcome == claims.INCONCLUSIVE  # no runs of that experiment
+
+    bad = {**good, "SGDOL M=alpha=10": [0.70, 0.71, 0.705]}
+    _fake_runs(tmp_path / "b", "sgdol-fashion-mnist", bad, extra={"SGDOL M=alpha=10": {"lr": 0.25}})  # above 2/M
+    verdicts = _verdicts(tmp_path / "b")
+    assert verdicts["P3-match"].outcome == claims.NOT_REPRODUCED
+    assert verdicts["P3-stepsize"].outcome == claims.NOT_REPRODUCED
+
+
+@pytest.mark.slow  # resolves dozens of settings through the command line
+def test_dry_run_lists_only_missing_runs_and_report_writes_markdown_and_html(tmp_path):
+    results = tmp_path / "results"
+    _fake_runs(results, "sgdol-fashion-mnist", {"SGDOL M=alpha=10": [0.85, 0.86, 0.855]}, extra={"SGDOL M=alpha=10": {"lr": 0.14}})
+    dry = run_repro("reproduce", "sgdol-fashion-mnist", "--results", results, "--dry-run", timeout=600)
+    assert dry.returncode == 0, dry.stderr
+    assert "30 runs, 3 complete, 27 to run" in dry.stderr
+    assert dry.stderr.count("repro run convnet-fashion-mnist") == 27 and "--optimizer sgdol" not in dry.stderr
+    done = run_repro("report", "--results", results, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = (results / "REPORT.md").read_text()
+    assert "| P3-stepsize: " in report and "**reproduced**" in report and "x86_64, 2 cores, no GPU (3 runs)" in report
+    assert "<table>" in (results / "REPORT.html").read_text()
+    bad = run_repro("reproduce", "no-such-experiment", "--results", results)
+    assert bad.returncode == 2 and bad.stderr.startswith("repro: error: unknown experiment 'no-such-experiment'")
+    assert evidence(EXPERIMENTS.get("sgdol-fashion-mnist"), "quick", results, _setting_key)[0].n("SGDOL M=alpha=10") == 3
