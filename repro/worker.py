@@ -60,6 +60,17 @@ def apply_numerics(train: dict) -> None:
         torch.use_deterministic_algorithms(True)
 
 
+def leave_process_group(finished: bool) -> None:
+    """Destroy the process group. After a finished run every rank first meets the others at a barrier: a rank that
+    closes its gloo sockets while a peer is still draining its last collective can abort that peer
+    ("terminate called without an active exception"). After a failure, no barrier (a dead peer never arrives)."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -138,6 +149,7 @@ def run_worker(spec: dict) -> dict:
     rank, world, device = setup_process()
     stop = StopRequest()
     stop.install()
+    finished = False  # every rank reached the end together (a finished or an agreed interrupted run)
     try:
         task_cls = TASKS.get(spec["task"]["name"])
         train_settings = spec["train"]
@@ -197,6 +209,7 @@ def run_worker(spec: dict) -> dict:
             progress.close()
             if sink is not None:
                 sink.close()
+        finished = True
         if last.get("status") == "interrupted":
             return {**last, "signal": stop.signal}
         for callback in callbacks:
@@ -206,5 +219,4 @@ def run_worker(spec: dict) -> dict:
             write_json(run_dir / "summary.json", last)
         return last
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group(finished)

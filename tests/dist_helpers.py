@@ -5,6 +5,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from repro.worker import leave_process_group
+
 
 def init(rank: int, world: int, store_file: str) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -47,7 +49,7 @@ def periodic_worker(rank: int, world: int, store_file: str, out_dir: str, interv
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump({"spreads": spreads, "final": final, "rounds": policy.comm_rounds, "bytes": policy.comm_bytes,
                    "numel": numel}, f)
-    dist.destroy_process_group()
+    leave_process_group(finished=True)
 
 
 def every_step_worker(rank: int, world: int, store_file: str, out_dir: str, steps: int) -> None:
@@ -80,4 +82,4 @@ def every_step_worker(rank: int, world: int, store_file: str, out_dir: str, step
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump({"grads_equal": grads_equal, "params": params.tolist(), "rounds": policy.comm_rounds, "bytes": policy.comm_bytes,
                    "n_params": params.numel()}, f)
-    dist.destroy_process_group()
+    leave_process_group(finished=True)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from repro.worker import leave_process_group
+
 from repro.task import Batch, Task
 
 BATCHES_PER_EPOCH, BATCH = 5, 8  # odd: a two-gradient optimizer reads past every other epoch end
@@ -148,7 +150,7 @@ def whole_then_first_part(rank, world, store_file, out_dir, spec, stop_after):
     torch.save(saved["state"], os.path.join(out_dir, f"state{rank}.pt"))
     with open(os.path.join(out_dir, f"first{rank}.json"), "w") as f:
         json.dump({"whole": whole, "rows": rows.rows, "result": result}, f)
-    dist.destroy_process_group()
+    leave_process_group(finished=True)
 
 
 def resume(rank, world, store_file, out_dir, spec):
@@ -162,7 +164,7 @@ def resume(rank, world, store_file, out_dir, spec):
     last = trainer.run()
     with open(os.path.join(out_dir, f"rest{rank}.json"), "w") as f:
         json.dump({"rows": rows.rows, "last": last, "stats": _stats(trainer)}, f)
-    dist.destroy_process_group()
+    leave_process_group(finished=True)
 
 
 def eval_model_worker(rank, world, store_file, out_dir, policy_name, options):
@@ -201,7 +203,7 @@ def eval_model_worker(rank, world, store_file, out_dir, policy_name, options):
     }
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump(out, f)
-    dist.destroy_process_group()
+    leave_process_group(finished=True)
 
 
 def poisoned_average_worker(rank, world, store_file, out_dir, spec):
@@ -224,7 +226,7 @@ def poisoned_average_worker(rank, world, store_file, out_dir, spec):
     last = trainer.run()
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump({"rows": rows.rows, "last": last}, f)
-    dist.destroy_process_group()
+    leave_process_group(finished=True)
 
 
 def flat_and_bucketed(rank, world, store_file, out_dir, spec):
@@ -242,4 +244,4 @@ def flat_and_bucketed(rank, world, store_file, out_dir, spec):
                               "numel": sum(p.numel() for p in trainer.model.parameters())}
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump(out, f)
-    dist.destroy_process_group()
+    leave_process_group(finished=True)
