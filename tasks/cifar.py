@@ -24,7 +24,7 @@ from repro.errors import UsageError
 from repro.task import TASKS
 from repro.tasks.cifar_models import RESNET_DEPTHS, CifarResNet, DenseNetBC
 from repro.data import DataError, cache_root
-from repro.tasks.images import (ImageClassificationTask, ImageTensors, cache_imagefolder, find_tree_root,
+from repro.tasks.images import (ImageClassificationTask, ImageTensors, cache_imagefolder, find_tree_root, take,
                                 random_crop_flip, shared_seed, unpack_verified)
 
 DATA_FORMATS = ("python", "jpeg")
@@ -153,9 +153,9 @@ class CifarTask(ImageClassificationTask):
         if len(train.classes) != self.data.num_classes:
             raise DataError(f"{options.data_dir} holds {len(train.classes)} classes, {self.data.name} has {self.data.num_classes}")
         keep = self.subset(train.labels, options.train_subset)
-        self.train_x, self.train_y = train.images[keep].to(device), train.labels[keep].to(device)
+        self.train_x, self.train_y = take(train.images, keep).to(device), take(train.labels, keep).to(device)
         shard = self.eval_shard(self.subset(test.labels, options.test_subset))
-        self.eval_data = {"test": (test.images[shard].to(device), test.labels[shard].to(device))}
+        self.eval_data = {"test": (take(test.images, shard).to(device), take(test.labels, shard).to(device))}
         if options.score_trainset:
             self.eval_data["trainset"] = (self.eval_shard(self.train_x), self.eval_shard(self.train_y))
             self.eval_splits = self.final_splits = ("train", "trainset", "test")

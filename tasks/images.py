@@ -76,8 +76,19 @@ class ImageTensors:
 
     @classmethod
     def load(cls, path: Path) -> "ImageTensors":
-        blob = torch.load(path, weights_only=True)
+        """Memory-mapped: the local workers of a run (and the cells of a sweep) share one read-only copy of the
+        decoded images through the page cache instead of each holding its own (150 MB for CIFAR-10's training
+        set). Pages are copy-on-write, so nothing a worker does can change the file."""
+        blob = torch.load(path, weights_only=True, mmap=True)
         return cls(blob["images"], blob["labels"], list(blob["classes"]))
+
+
+def take(data: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``data[indices]``, except that all of ``data`` in order is ``data`` itself: indexing would copy a
+    memory-mapped set into private memory."""
+    if len(indices) == len(data) and torch.equal(indices, torch.arange(len(data))):
+        return data
+    return data[indices]
 
 
 def imagefolder_manifest(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:

@@ -90,3 +90,32 @@ def test_batchify_and_shards():
     assert torch.equal(b[:, 1], torch.arange(5, 10))  # each column is one contiguous segment
     shards = shard_stream(data, 3)
     assert [s.tolist() for s in shards] == [list(range(0, 7)), list(range(7, 14)), list(range(14, 21))]
+
+
+def test_tokenized_corpus_is_cached_by_content(tmp_path, monkeypatch):
+    """The second load reads the cache (same ids, same dictionary); a changed file is tokenized again."""
+    from repro.tasks import corpus as corpus_module
+
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    spec = CORPORA["text"]
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, words in (("train", "a b c\nb c d"), ("valid", "c d e"), ("test", "e f")):
+        (data / spec.files[split]).write_text(words + "\n")
+    first = corpus_module.Corpus(data, spec)
+    (cached,) = (tmp_path / "cache" / "tokenized").glob("text-*.pt")
+    calls = []
+    monkeypatch.setattr(corpus_module.Corpus, "_tokenize", lambda self, path: calls.append(path))
+    second = corpus_module.Corpus(data, spec)
+    assert calls == []  # nothing tokenized: read from the cache
+    assert second.dictionary.idx2word == first.dictionary.idx2word
+    assert all(torch.equal(getattr(second, s), getattr(first, s)) for s in ("train", "valid", "test"))
+    monkeypatch.undo()
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    (data / spec.files["test"]).write_text("e f g\n")
+    third = corpus_module.Corpus(data, spec)
+    assert third.test.numel() == 4 and "g" in third.dictionary.word2idx
+    assert len(list((tmp_path / "cache" / "tokenized").glob("text-*.pt"))) == 2
+    cached.write_bytes(b"damaged")  # a damaged entry is rebuilt, never trusted
+    (data / spec.files["test"]).write_text("e f\n")
+    assert torch.equal(corpus_module.Corpus(data, spec).test, first.test)
