@@ -101,6 +101,17 @@ class Sweep:
         self.log_dir = log_dir
         self.stopping = False
         self.procs: dict[int, subprocess.Popen] = {}
+        self.finished = 0
+
+    def _said_finished(self, cell: Cell) -> None:
+        """One line per finished cell, also when the live table cannot show (jobs 1, a log file, a batch job)."""
+        from rich.console import Console
+
+        with self.lock:
+            self.finished += 1
+            line = (f"[{self.finished}/{len(self.cells)}] {cell.status} in {time.monotonic() - cell.started:.0f}s: "
+                    f"repro run {' '.join(cell.argv)}" + (f" -> {cell.run_dir}" if cell.run_dir else ""))
+        Console(stderr=True, highlight=False).print(line, markup=False, soft_wrap=True)
 
     def _run_cell(self, index: int) -> None:
         cell = self.cells[index]
@@ -134,6 +145,7 @@ class Sweep:
             cell.status = "failed"
         else:
             cell.status = info.get("status") or "done"
+        self._said_finished(cell)
 
     def _progress(self, cell: Cell) -> str:
         if cell.run_dir is None:

@@ -45,6 +45,9 @@ def test_parallel_sweep_runs_cells_at_once_and_a_failed_cell_does_not_stop_the_o
     r = run_repro("sweep", "lstm-text", "--set", "emsize=16,-1", "--lr", "1,2", "--jobs", "2", *common, timeout=600)
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "sweep: 2 done, 2 failed"
+    finished = [line.split()[:2] for line in r.stderr.splitlines() if line[:1] == "[" and "/4]" in line]
+    assert [n for n, _ in finished] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]  # one line per finished cell
+    assert sorted(outcome for _, outcome in finished) == ["done", "done", "failed", "failed"]
     done = [json.loads((d / "summary.json").read_text())["status"] for d in (out / "lstm-text").iterdir()
             if (d / "summary.json").exists()]
     assert done == ["done", "done"]
