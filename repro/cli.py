@@ -98,6 +98,7 @@ def run(
     tf32: Optional[str] = typer.Option(None, help="on|off: TF32 matmuls and convolutions on the GPU (default off)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="Deterministic GPU kernels only (slower; default off)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the training forward (default off)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last", help="Image tasks: NHWC memory format for the CNN (faster cuDNN convolutions; default off)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (one epoch = the training set once, summed over workers)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps per worker (smoke test)."),
     eval_batches: Optional[int] = typer.Option(None, help="Score only this many evaluation batches per worker (default: all; 20 with --max-steps)."),
@@ -154,6 +155,8 @@ def run(
         train["deterministic"] = True
     if compile_model:
         train["compile"] = True
+    if channels_last:
+        train["channels_last"] = True
     if nodes < 1 or not 0 <= node_rank < nodes:
         raise UsageError(f"need nodes >= 1 and 0 <= node-rank < nodes, got nodes={nodes}, node-rank={node_rank}")
     base = runspec.load_recorded(from_run) if from_run is not None else None

@@ -53,10 +53,12 @@ class TrainSettings:
     pairing: str = "fresh-batch"
     # GPU numerics and speed (recorded: they change the numbers). tf32: TF32 matmuls and convolutions on Ampere+;
     # deterministic: deterministic kernels only (cuDNN, cuBLAS workspace, torch.use_deterministic_algorithms);
-    # compile: torch.compile of the training forward.
+    # compile: torch.compile of the training forward; channels_last: the CNNs' weights and images in NHWC memory
+    # format (what cuDNN's fastest convolutions want; kernels differ, so results are not bitwise the same).
     tf32: bool = False
     deterministic: bool = False
     compile: bool = False
+    channels_last: bool = False
 
     def validate(self) -> None:
         for name in ("epochs", "machines"):
@@ -74,7 +76,7 @@ class TrainSettings:
         if bad:
             raise UsageError(f"log-stats epochs count from 1, got {bad[0]}")
         self.log_stats = sorted(set(self.log_stats))
-        for name in ("tf32", "deterministic", "compile"):
+        for name in ("tf32", "deterministic", "compile", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.eval_sync not in EVAL_SYNC_MODES:

@@ -120,6 +120,8 @@ def resolve(req: RunRequest) -> RunConfig:
         train_values["eval_batches"] = 20  # a smoke test should not spend minutes scoring the full test set
     train = make_train(train_values, task_section.recipe or task_name)
     train.validate()
+    if train.channels_last and not task_cls.takes_channels_last:
+        raise UsageError(f"--channels-last applies to image tasks; {task_name} has no channels_last form")
     schedules.make(sched_name, train.epochs, **sched_options)
 
     options = dataclasses.asdict(task_cls.parse_options({**base.get("task", {}), **req.task_options}))

@@ -44,6 +44,12 @@ class Task(ABC):
     eval_batch_limit: int | None = None
     # Attributes holding state carried from batch to batch (e.g. ("hidden",)): the default state_dict.
     carried_state: ClassVar[tuple[str, ...]] = ()
+    # Image tasks: the model and its input batches can use the channels_last memory format (see use_channels_last).
+    takes_channels_last: ClassVar[bool] = False
+
+    def use_channels_last(self) -> None:
+        """Put the model (and, from now on, every input batch) in channels_last memory format."""
+        raise NotImplementedError(f"{type(self).__name__} has no channels_last form")
 
     @classmethod
     def parse_options(cls, values: dict) -> Any:

@@ -157,6 +157,8 @@ def run_worker(spec: dict) -> dict:
         seed_everything(seed)  # same seed everywhere: rank 0's initial weights are broadcast anyway
         task = task_cls(task_cls.parse_options(spec["task"]["options"]), rank=rank, world_size=world, device=device)
         task.eval_batch_limit = train_settings.get("eval_batches")
+        if train_settings.get("channels_last"):
+            task.use_channels_last()  # before the broadcast and the optimizer: the parameters keep this layout
         sync.broadcast_model(task.model)
         seed_everything(seed + 1000 * rank)  # then each worker draws its own dropout masks and batches
         optimizer = optim.make(spec["optimizer"]["name"],

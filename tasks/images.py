@@ -276,7 +276,14 @@ class ImageClassificationTask(Task):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 pixels or floats already in [0, 1] (torchvision's ToTensor) -> per-channel standardized floats."""
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    takes_channels_last = True
+    memory_format = torch.contiguous_format
+
+    def use_channels_last(self) -> None:
+        self.memory_format = torch.channels_last
+        self.model.to(memory_format=torch.channels_last)
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """Training-batch augmentation (uint8 NCHW on the device); none by default."""

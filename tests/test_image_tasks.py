@@ -203,6 +203,30 @@ def test_training_accuracy_and_test_metrics(image_tree):
     assert set(metrics) == {"test_loss", "test_acc"} and 0 <= metrics["test_acc"] <= 1
 
 
+def test_channels_last_changes_the_layout_not_the_loss(image_tree):
+    """--channels-last: NHWC weights and batches; the same loss and gradients as the default layout (to float
+    rounding), and the setting is refused for a task without images."""
+    cls, options = _prepare(image_tree, batch_size=10, eval_batch_size=7)
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        task = cls(options, rank=0, world_size=1, device=torch.device("cpu"))
+        if channels_last:
+            task.use_channels_last()
+        batch = next(iter(task.train_batches(0)))
+        assert batch.data[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+        conv = next(m for m in task.model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        loss, _ = task.training_loss(batch)
+        loss.backward()
+        results.append((loss.detach(), conv.weight.grad.clone()))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
+    r = run_repro("run", "lstm-ptb", "--channels-last", "--validate-only")
+    assert r.returncode == 2 and r.stderr.strip().endswith("--channels-last applies to image tasks; lstm-ptb has no "
+                                                           "channels_last form"), r.stderr
+
+
 def test_score_trainset_scores_every_training_image_without_augmentation(image_tree):
     cls, options = _prepare(image_tree, batch_size=10, score_trainset=True)
     tasks = [cls(options, rank=r, world_size=2, device=torch.device("cpu")) for r in range(2)]
