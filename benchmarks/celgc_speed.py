@@ -3,7 +3,8 @@
     python benchmarks/celgc_speed.py --data-dir ../shared/data/ptb --machines 4 --steps 200 --intervals 4,16
 
 Each configuration trains the same task for the same number of steps per worker, one after another, and the
-script prints training seconds per step and the speed-up ratio against gradient all-reduce every step. The
+script prints training seconds per step and the speed-up ratio against gradient all-reduce every step (--csv: also
+writes that table; benchmarks/suite.py reads it). The
 paper's 2-2.5x comes from multi-GPU clusters where communication dominates; on one CPU box communication is
 cheap, so expect ratios near 1 there.
 """
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=4)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--intervals", default="4,16")
+    parser.add_argument("--csv", type=Path, help="also write the table here")
     args = parser.parse_args()
     configs = [("every-step", ["--algo", "naive-parallel-clip"])]
     configs += [(f"periodic I={i}", ["--algo", "celgc", "--interval", i]) for i in args.intervals.split(",")]
@@ -49,6 +51,9 @@ def main() -> None:
     table["speedup_vs_every_step"] = table["s_per_step"].iloc[0] / table["s_per_step"]
     print(f"{args.task} ({args.preset}), {args.machines} workers, {args.steps} steps each")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False, float_format="%.4f")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,210 @@
+"""The training loop a researcher writes by hand, for the model, data, batch size and optimizer of a `repro` preset.
+
+    python benchmarks/bare_loop.py lstm-ptb --steps 200 --data-dir ../shared/data/ptb
+    python benchmarks/bare_loop.py resnet20-cifar10 --steps 200 --data-dir ../shared/data --set data_format=jpeg
+    python benchmarks/bare_loop.py convnet-fashion-mnist --steps 200
+
+The peer that `repro run TASK --preset quick --machines 1 --sync none` is measured against (benchmarks/suite.py,
+section "overhead"). The settings come from the same recipe (`repro.runspec.resolve`: lr, clip, batch size, subset,
+...), the model classes and the data loading from the task modules (`repro.tasks.*`: RNNModel and the tokenized
+corpus, CifarResNet and the decoded CIFAR tensors, MNISTConvNet and the IDX files), the optimizer from
+`repro.optim.make` (the preset's: clipped SGD, AdamW, SGDOL). Everything else is the plain loop below (`train`):
+draw a batch, forward, loss, backward, `optimizer.step(closure)`; no repro trainer, sync policy, callbacks, progress,
+logging or checkpoints. A closure, as torch's own two-gradient optimizers need: SGDOL calls it twice per step, each
+call on a fresh batch (the quick recipe's pairing), so samples per step = 2 x batch there.
+
+Timing: one warm-up step, then --steps steps. Prints training samples/s over the --steps steps after the warm-up
+(steady state) and over all --steps + 1 steps from the first (which is what `repro run --max-steps STEPS+1` reports
+as `wall_seconds`: its training clock starts before the first, cold step). Threads: the node's cores
+(REPRO_THREADS if set), as a one-worker `repro run` sets them. Tokens are the samples of the language models.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from repro import optim, runspec
+from repro.task import TASKS
+
+
+def settings(task: str, preset: str, data_dir: str | None, task_options: dict):
+    """The resolved settings of `repro run TASK --preset PRESET --machines 1 --sync none` (and the task's
+    `prepare`: data found, checked, decoded once), so both sides train the very same configuration."""
+    options = dict(task_options)
+    if data_dir:
+        options["data_dir"] = data_dir
+    request = runspec.RunRequest(task=task, preset=preset, sync="none", task_options=options, train={"machines": 1})
+    return runspec.prepare_data(runspec.resolve(request))
+
+
+# -- model and data, from the task modules: one builder per kind of task -----------------------------------------------
+def language_model(task_cls, o, device):
+    """(model, next_batch, loss_of): the quick LM's RNNModel on the batchified training stream, truncated BPTT."""
+    from repro.tasks.awd_lstm import RNNModel
+    from repro.tasks.corpus import batchify, load_corpus
+
+    if o.variable_bptt or o.alpha or o.beta:
+        raise SystemExit("bare_loop: variable BPTT and AR/TAR are not written here (the quick recipe uses neither)")
+    corpus = load_corpus(task_cls.corpus_name, o.data_dir)
+    model = RNNModel(len(corpus.dictionary), o.emsize, o.nhid, o.nlayers, o.dropout, o.dropouth, o.dropouti,
+                     o.dropoute, o.wdrop, o.tied).to(device)
+    data = batchify(corpus.train, o.batch_size).to(device)  # (T, batch): column b is the b-th stretch of text
+    state = {"i": 0, "hidden": model.init_hidden(o.batch_size)}
+
+    def next_batch():
+        i = state["i"]
+        if i + 1 + o.bptt > data.size(0):  # the stream's end: start over with a fresh hidden state
+            i, state["hidden"] = 0, model.init_hidden(o.batch_size)
+        state["i"] = i + o.bptt
+        return data[i:i + o.bptt], data[i + 1:i + 1 + o.bptt].reshape(-1)
+
+    def loss_of(batch):
+        inputs, targets = batch
+        hidden = RNNModel.repackage_hidden(state["hidden"])
+        logits, state["hidden"] = model(inputs, hidden)
+        return F.cross_entropy(logits, targets)
+
+    return model, next_batch, loss_of
+
+
+def image_classifier(task_cls, o, device):
+    """(model, next_batch, loss_of) for CIFAR (ResNet, decoded uint8 tensors, crop + flip) and the IDX sets (the
+    SGDOL authors' CNN on Fashion-MNIST / MNIST): a fresh permutation per epoch, full batches, per-channel
+    normalization on the device."""
+    from repro.tasks.images import ImageTensors, random_crop_flip, subset_indices
+
+    if hasattr(task_cls, "build_model"):  # CIFAR
+        train = ImageTensors.load(Path(o.data_dir) / "train.pt")
+        images, labels, kind = train.images, train.labels, "balanced"
+        model = task_cls.build_model(task_cls.data.num_classes, o.bn)
+        mean, std = task_cls.data.mean, task_cls.data.std
+        augment = random_crop_flip if o.augment else (lambda x: x)
+    else:  # MNIST, Fashion-MNIST
+        from repro.tasks.mnist import DATASETS, TRAIN_IMAGES, TRAIN_LABELS, MNISTConvNet, load_split
+
+        spec = DATASETS[task_cls.dataset]
+        images, labels = load_split(spec, Path(o.data_dir), TRAIN_IMAGES, TRAIN_LABELS)
+        images, kind = images.unsqueeze(1), "random"
+        model = MNISTConvNet()
+        mean, std = (spec.mean,), (spec.std,)
+        augment = lambda x: x  # noqa: E731
+    if o.train_subset > 0:
+        keep = subset_indices(labels, o.train_subset, kind)
+        images, labels = images[keep], labels[keep]
+    x, y, model = images.to(device), labels.to(device), model.to(device)
+    mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    state = {"order": torch.empty(0, dtype=torch.long), "i": 0}
+
+    def next_batch():
+        if state["i"] + o.batch_size > len(state["order"]):  # epoch end: a new permutation
+            state["order"], state["i"] = torch.randperm(len(y)), 0
+        idx = state["order"][state["i"]:state["i"] + o.batch_size].to(device)
+        state["i"] += o.batch_size
+        return (augment(x[idx]).float() / 255.0 - mean) / std, y[idx]
+
+    def loss_of(batch):
+        inputs, targets = batch
+        return F.cross_entropy(model(inputs), targets)
+
+    return model, next_batch, loss_of
+
+
+# -- the loop ----------------------------------------------------------------------------------------------------------
+def train(model, next_batch, loss_of, optimizer, steps: int, samples_of, device) -> dict:
+    """1 warm-up step + ``steps`` timed steps of the plain loop; seconds and samples of both spans."""
+    counted = {"samples": 0}
+
+    def closure():  # one gradient evaluation on a fresh batch
+        batch = next_batch()
+        counted["samples"] += samples_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(batch)
+        loss.backward()
+        return loss
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    model.train()
+    sync()
+    t0 = time.perf_counter()
+    optimizer.step(closure)  # warm-up: first-call allocations, optimizer state
+    sync()
+    t1, warm_samples = time.perf_counter(), counted["samples"]
+    for _ in range(steps):
+        optimizer.step(closure)
+    sync()
+    t2 = time.perf_counter()
+    timed = counted["samples"] - warm_samples
+    return {"steps": steps, "seconds": t2 - t1, "samples": timed, "samples_per_s": timed / (t2 - t1),
+            "steps_with_warmup": steps + 1, "seconds_with_warmup": t2 - t0, "samples_with_warmup": counted["samples"],
+            "samples_per_s_with_warmup": counted["samples"] / (t2 - t0)}
+
+
+def run(task: str, steps: int, data_dir: str | None = None, task_options: dict | None = None,
+        preset: str = "quick") -> dict:
+    config = settings(task, preset, data_dir, task_options or {})
+    task_cls = TASKS.get(config.task.name)
+    o = task_cls.parse_options(config.task.options)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cpu":  # as a one-worker `repro run`: all of the node's cores (REPRO_THREADS if set)
+        torch.set_num_threads(int(os.environ.get("REPRO_THREADS") or os.cpu_count() or 1))
+    seed = config.train.seed
+    random.seed(seed)
+    torch.manual_seed(seed)
+    build = language_model if hasattr(task_cls, "corpus_name") else image_classifier
+    model, next_batch, loss_of = build(task_cls, o, device)
+    optimizer = optim.make(config.optimizer.name, optim.param_groups(model, config.optimizer.param_groups),
+                           **config.optimizer.hparams)
+    if hasattr(task_cls, "corpus_name"):
+        samples_of = lambda batch: batch[1].numel()  # noqa: E731 - tokens
+    else:
+        samples_of = lambda batch: len(batch[1])  # noqa: E731 - images
+    result = train(model, next_batch, loss_of, optimizer, steps, samples_of, device)
+    return {"task": task, "preset": preset, "optimizer": config.optimizer.name, "device": str(device),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, **result}
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE, VALUE read as JSON where it is (numbers, true/false), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except ValueError:
+        return key.replace("-", "_"), value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", help="lstm-ptb, resnet20-cifar10, convnet-fashion-mnist, ... (`repro list`)")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps after the one warm-up step")
+    parser.add_argument("--data-dir", help="as `repro run --data-dir`")
+    parser.add_argument("--set", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                        help="a task option, as `repro run --set` (e.g. data_format=jpeg)")
+    parser.add_argument("--json", action="store_true", help="also print the result as one JSON line (last line)")
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
+    r = run(args.task, args.steps, args.data_dir, dict(args.set), args.preset)
+    print(f"bare loop, {r['task']} ({r['preset']}, {r['optimizer']}, {r['device']}, {r['threads']} threads): "
+          f"{r['steps']} steps after 1 warm-up step in {r['seconds']:.2f} s = {r['samples_per_s']:.1f} samples/s; "
+          f"all {r['steps_with_warmup']} steps from the first: {r['seconds_with_warmup']:.2f} s = "
+          f"{r['samples_per_s_with_warmup']:.1f} samples/s", flush=True)
+    if args.json:
+        print(json.dumps(r), flush=True)
+
+
+if __name__ == "__main__":
+    main()
