@@ -1,0 +1,85 @@
+"""benchmarks/suite.py cannot rot silently: its /proc memory reader on real processes (fast), and one tiny section of
+the suite end to end (slow). Timings are never asserted: they depend on the machine and its load."""
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    """benchmarks/ is no package: load the file (registered, as dataclasses need its module)."""
+    spec = importlib.util.spec_from_file_location("repro_bench_suite", REPO / "benchmarks" / "suite.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_process_memory_reads_this_process(suite):
+    before = suite.process_memory(os.getpid())
+    assert before["peak_rss_kb"] >= before["rss_kb"] > 0 and before["pss_kb"] > 0
+    block = bytearray(64 * 2**20)  # 64 MiB, touched (zero-filled) pages: resident and private
+    block[::4096] = b"\1" * len(block[::4096])
+    after = suite.process_memory(os.getpid())
+    assert after["rss_kb"] - before["rss_kb"] > 50 * 1024
+    assert after["pss_kb"] - before["pss_kb"] > 50 * 1024
+    assert after["peak_rss_kb"] >= after["rss_kb"]
+    del block
+    assert suite.process_memory(2**22 + 12345) is None  # no such process: None, no exception
+
+
+def test_tree_memory_follows_grandchildren(suite):
+    # A child that starts a grandchild holding 80 MiB: the tree, its peak and the workers' fallback (no repro-rank
+    # process: the root counts as the one worker) all come from /proc.
+    grandchild = "b = bytearray(80 * 2**20); b[::4096] = b'1' * len(b[::4096]); import time; time.sleep(1.5)"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    proc = subprocess.Popen([sys.executable, "-c", child])
+    tree = suite.TreeMemory(proc.pid)
+    seen = 0
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen = max(seen, len(suite.process_tree(proc.pid)))
+        tree.sample()
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    summary = tree.summary()
+    assert seen == 2 and summary["processes"] == 2 and summary["workers"] == 1
+    assert summary["total_sum_peak_rss_mb"] > 80
+    assert summary["total_peak_pss_mb"] > 70
+    assert suite.process_tree(proc.pid) == []  # ended: an empty tree
+
+
+def test_arguments_quick_and_overrides(suite):
+    args = suite.parse_args(["--quick", "--sections", "memory,startup", "--memory-workers", "1,8",
+                             "--data-root", "/nowhere"])
+    assert args.sections == ["memory", "startup"] and args.memory_workers == [1, 8]
+    assert args.steps == suite.QUICK["steps"] and args.data_dir == Path("/nowhere/ptb")
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--sections", "nonsense"])
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_suite_quick_overhead_section(tmp_path, fashion_mnist_dir):
+    out = tmp_path / "suite.csv"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "suite.py"), "--quick", "--sections",
+                             "overhead", "--tasks", "convnet-fashion-mnist", "--steps", "1",
+                             "--fashion-mnist-dir", str(fashion_mnist_dir), "--csv", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "== overhead ==" in result.stdout
+    rows = list(csv.DictReader(open(out)))
+    facts = {r["metric"]: r["value"] for r in rows if r["section"] == "machine"}
+    assert facts["cpu_count"] and facts["torch"]
+    (measured,) = [r for r in rows if r["metric"] == "repro samples/s"]
+    assert measured["config"] == "convnet-fashion-mnist"
+    assert float(measured["value"]) > 0 and float(measured["baseline"]) > 0 and float(measured["ratio"]) > 0
