@@ -128,6 +128,8 @@ def run(
         raise UsageError(f"timeout must be > 0 seconds, got {timeout}")
     saving = _saving(keep_checkpoints, checkpoint_minutes)
     os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it (setup_process)
+    if machines is not None and machines > 1:
+        _start_workers_server(nodes, master_port, validate_only or resolve_only)
     hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay,
                                      smoothness=smoothness, alpha=alpha).items() if v is not None}
     hparams.update(_key_values("--opt", opt))
@@ -167,6 +169,8 @@ def run(
     config = runspec.resolve(request)
     if resolve_only:
         return config, config.train.machines * nodes
+    if config.train.machines > 1:  # a recipe's workers: start their server now (a no-op when started above)
+        _start_workers_server(nodes, master_port, validate_only)
     from repro import cluster
 
     placement = cluster.outside_launcher()  # started by torchrun / a multi-task srun: join as that rank
@@ -225,6 +229,16 @@ def run(
         run_dir = _make_run_dir(config, out, identity, world, nodes, quiet, report)
     _execute(config, run_dir, identity, None, quiet, report, nodes, node_rank, master_addr, master_port, run_id,
              saving)
+
+
+def _start_workers_server(nodes: int, master_port: Optional[int], only_checking: bool) -> None:
+    """Local workers fork from a server that imports torch once (repro/forkserver.py); starting it first lets it
+    import on another core while this process resolves the settings and prepares the data."""
+    from repro import cluster, forkserver
+
+    if nodes == 1 and master_port is None and not only_checking and cluster.outside_launcher() is None \
+            and cluster.slurm_nodes() is None:
+        forkserver.start_early()
 
 
 def _saving(keep_checkpoints: int, checkpoint_minutes: Optional[float]) -> dict:

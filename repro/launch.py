@@ -227,12 +227,9 @@ def _other_exitcodes(context, settle_s: float = 1.0) -> dict[int, int]:
 
 
 def _start_method() -> str:
-    """forkserver: the workers fork from one server process that imported torch (and what building an optimizer
-    imports) once, instead of each importing it again; never plain fork from a process that may have touched CUDA."""
-    import multiprocessing
+    from repro import forkserver
 
-    multiprocessing.set_forkserver_preload(["repro.worker", "torch._dynamo", "repro._forkserver_guard"])
-    return "forkserver"
+    return forkserver.start_method()  # see repro/forkserver.py
 
 
 def _rank_log(log_dir: Path, rank: int) -> Path | None:
