@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 MIN_SEEDS = 3
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+NOT_RUN = "not run"  # no run of the experiment at that scale yet: no evidence either way
 
 # Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom; above 30, 2.042 (df 30) is used, which
 # errs towards "inconclusive".

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from repro.claims import INCONCLUSIVE, Verdict
+from repro.claims import NOT_RUN, Verdict
 from repro.experiments import EXPERIMENTS, SCALES, Experiment, evidence
 
 
@@ -39,7 +39,7 @@ def judge_all(results: Path, setting_key: Callable[[list[str]], str]) -> tuple[l
                 continue
             run_dirs += list(done.values())
             for claim in experiment.claims:
-                verdict = claim.judge(ev) if done else Verdict(INCONCLUSIVE, "no runs yet",
+                verdict = claim.judge(ev) if done else Verdict(NOT_RUN, "no runs yet",
                                                                f"run: repro reproduce {name} --scale {scale}")
                 judged.append(Judged(experiment, scale, claim.id, claim.statement, claim.where, claim.rule, verdict,
                                      len(done)))

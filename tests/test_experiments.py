@@ -81,7 +81,7 @@ def test_sgdol_claims_are_judged_from_the_runs_both_ways(tmp_path):
     assert verdicts["P3-match"].outcome == claims.REPRODUCED, verdicts["P3-match"]
     assert "best baseline (sgd lr=0.1)" in verdicts["P3-match"].measured
     assert verdicts["P3-stepsize"].outcome == claims.REPRODUCED
-    assert verdicts["P1-track-lm"].outcome == claims.INCONCLUSIVE  # no runs of that experiment
+    assert verdicts["P1-track-lm"].outcome == claims.NOT_RUN  # no runs of that experiment
 
     bad = {**good, "SGDOL M=alpha=10": [0.70, 0.71, 0.705]}
     _fake_runs(tmp_path / "b", "sgdol-fashion-mnist", bad, extra={"SGDOL M=alpha=10": {"lr": 0.25}})  # above 2/M
