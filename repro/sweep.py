@@ -107,11 +107,11 @@ class Sweep:
         """One line per finished cell, also when the live table cannot show (jobs 1, a log file, a batch job)."""
         from rich.console import Console
 
-        with self.lock:
+        with self.lock:  # numbered and printed under one lock: the lines come out in their numbers' order
             self.finished += 1
             line = (f"[{self.finished}/{len(self.cells)}] {cell.status} in {time.monotonic() - cell.started:.0f}s: "
                     f"repro run {' '.join(cell.argv)}" + (f" -> {cell.run_dir}" if cell.run_dir else ""))
-        Console(stderr=True, highlight=False).print(line, markup=False, soft_wrap=True)
+            Console(stderr=True, highlight=False).print(line, markup=False, soft_wrap=True)
 
     def _run_cell(self, index: int) -> None:
         cell = self.cells[index]
