@@ -51,8 +51,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_metrics(tmp_path, tiny_corp
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     run = _run_dir(tmp_path / "cut")
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
+    # 12 epochs, signalled after 2: a run that finished anyway (exit 0) fails here, it is never a pass
     assert proc.returncode == 143, stderr
     last = stderr.strip().splitlines()[-1]
     assert re.fullmatch(rf"repro: interrupted by SIGTERM (after epoch \d+|at step \d+ in epoch \d+); resume with: "

@@ -2,7 +2,7 @@
 
 The fixture runs its own munged (its own key and socket), slurmctld and slurmd on free ports, with every file in a
 temporary folder, so nothing of the machine's own Slurm or munge set-up is read or changed; it stops the daemons it
-started at the end. Without the binaries, as non-root, or when the daemons do not come up, the tests skip and say why.
+started at the end. Without the binaries, as non-root, or when the daemons do not come up, the tests skip and say why (under CI, REPRO_REQUIRE_SERVICES=1, they fail instead).
 CI installs them with `apt-get install -y slurm-wlm munge`.
 """
 import json
@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM = REPO / "slurm"
@@ -126,9 +128,9 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 def slurm_cluster(tmp_path_factory):
     missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"Slurm test cluster: {', '.join(missing)} not found (apt-get install -y slurm-wlm munge)")
+        unavailable(f"Slurm test cluster: {', '.join(missing)} not found (apt-get install -y slurm-wlm munge)")
     if os.geteuid() != 0:
-        pytest.skip("Slurm test cluster: needs root (slurmd starts job steps as the submitting user)")
+        unavailable("Slurm test cluster: needs root (slurmd starts job steps as the submitting user)")
     root = tmp_path_factory.mktemp("slurm")
     for sub in ("munge", "state", "spool", "bin"):
         (root / sub).mkdir()
@@ -156,7 +158,7 @@ def slurm_cluster(tmp_path_factory):
     def give_up(why: str, log: str):
         reason = f"Slurm test cluster: {why}:\n{tail(root / log)}"
         stop()
-        pytest.skip(reason)
+        unavailable(reason)
 
     def stop():
         for proc in reversed(daemons):
