@@ -625,6 +625,18 @@ def _usage_message(error: BaseException) -> str | None:
 
 
 def main() -> None:
+    code = _main()
+    from repro import cluster
+
+    if cluster.outside_launcher() is not None and "torch.distributed" in sys.modules:
+        from repro.worker import exit_process
+
+        exit_process(code)  # a worker of torchrun/srun: see exit_process (a clean run must not end in SIGABRT)
+    sys.exit(code)
+
+
+def _main() -> int:
+    """The command's exit code: 0 done, 1 a failed run, 2 a usage error, 130/143 interrupted."""
     from repro.launch import WorkersFailed
 
     try:
@@ -632,20 +644,25 @@ def main() -> None:
         command.main(sys.argv[1:] or ["--help"], prog_name="repro", standalone_mode=False)
     except UsageError as e:
         print(f"repro: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except WorkersFailed as e:
         print(f"repro: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+    except SystemExit as e:  # raised on purpose (an interrupted run: 130/143), returned as the code
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:  # noqa: BLE001 - only usage errors and Typer's Exit/Abort are handled here
         message = _usage_message(e)
         if message is not None:
             print(f"repro: error: {message}", file=sys.stderr)
-            sys.exit(2)
+            return 2
         kind = type(e).__name__
         if kind == "Exit":  # --help or --version already printed; exit with its code
-            sys.exit(getattr(e, "exit_code", 0))
+            return int(getattr(e, "exit_code", 0))
         if kind == "Abort":  # Ctrl-C at a prompt
-            sys.exit(130)
+            return 130
         raise
+    return 0

@@ -4,8 +4,20 @@ import os
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from repro.worker import leave_process_group
+from repro.worker import exit_process, leave_process_group
+
+
+def spawn(fn, world: int, *args) -> None:
+    """``fn(rank, world, *args)`` in ``world`` fresh processes. Each ends through ``exit_process``, as the launcher's
+    workers do (forkserver children): torch 2.15 sometimes aborts in C++ teardown after a gloo process finished."""
+    mp.spawn(_run_then_exit, args=(fn, world, *args), nprocs=world, join=True)
+
+
+def _run_then_exit(rank: int, fn, world: int, *args) -> None:
+    fn(rank, world, *args)  # an exception propagates: mp.spawn reports it with its traceback
+    exit_process(0)
 
 
 def init(rank: int, world: int, store_file: str) -> None:

@@ -4,13 +4,12 @@ import json
 import math
 
 import torch
-import torch.multiprocessing as mp
 
 import dist_helpers
 
 
 def _spawn(fn, world, tmp_path, *args):
-    mp.spawn(fn, args=(world, str(tmp_path / "store"), str(tmp_path), *args), nprocs=world, join=True)
+    dist_helpers.spawn(fn, world, str(tmp_path / "store"), str(tmp_path), *args)
     return [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(world)]
 
 

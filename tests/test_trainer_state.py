@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+import dist_helpers
 import trainer_helpers
 from trainer_helpers import NullProgress, Rows, ToyRegression
 
@@ -46,7 +46,7 @@ SETTINGS = {
 
 
 def _spawn(fn, world, tmp_path, store, *args):
-    mp.spawn(fn, args=(world, str(tmp_path / store), str(tmp_path), *args), nprocs=world, join=True)
+    dist_helpers.spawn(fn, world, str(tmp_path / store), str(tmp_path), *args)
 
 
 def _no_wall(rows):
