@@ -143,7 +143,7 @@ def _launch_local(spec: dict, machines: int, log_dir: Path) -> dict:
         result, stopped = None, set()
         while result is None:
             stopped.update(_stopped_ranks(context))  # seen stopped (SIGSTOP): the others will time out on it
-            result = context.wait(timeout=1.0)
+            result = context.wait(timeout=1.0, period=0.05)  # torch polls every 1 s by default: up to 1 s late
         if result.is_failed():
             hung = sorted(stopped)
             if hung:

@@ -164,13 +164,29 @@ def lock_status(packages: dict[str, str]) -> dict:
     return {"file": str(path), "used": not differ, "differences": differ}
 
 
+def _system_info() -> dict:
+    """The four facts of ``torch.utils.collect_env`` that a run records, from its own probes. Its
+    ``get_env_info()`` also runs pip, conda, gcc, clang, cmake and lscpu, 0.6 s of every run's start-up for
+    nothing recorded (the packages come from ``installed_packages``)."""
+    from torch.utils import collect_env
+
+    try:
+        run = collect_env.run
+        return {"cuda_runtime_version": collect_env.get_running_cuda_version(run),
+                "nvidia_driver_version": collect_env.get_nvidia_driver_version(run),
+                "os": collect_env.get_os(run), "libc_version": collect_env.get_libc_version()}
+    except (AttributeError, TypeError):  # a torch whose collect_env is shaped otherwise: the whole report
+        info = collect_env.get_env_info()
+        return {key: getattr(info, key) for key in
+                ("cuda_runtime_version", "nvidia_driver_version", "os", "libc_version")}
+
+
 def environment() -> dict:
     """Where and with what a run ran: versions of Python, torch, CUDA, cuDNN, NCCL, the driver and every
     installed package (``torch.utils.collect_env`` gathers the system part)."""
     import torch
-    from torch.utils import collect_env
 
-    info = collect_env.get_env_info()
+    info = _system_info()
     packages = installed_packages()
     nccl = None
     if torch.cuda.is_available():
@@ -181,12 +197,12 @@ def environment() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda_compiled": torch.version.cuda,
-        "cuda_runtime": info.cuda_runtime_version,
+        "cuda_runtime": info["cuda_runtime_version"],
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "nccl": nccl,
-        "nvidia_driver": info.nvidia_driver_version,
-        "os": info.os,
-        "libc": info.libc_version,
+        "nvidia_driver": info["nvidia_driver_version"],
+        "os": info["os"],
+        "libc": info["libc_version"],
         "hostname": socket.gethostname(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
