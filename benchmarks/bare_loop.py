@@ -150,6 +150,49 @@ def train(model, next_batch, loss_of, optimizer, steps: int, samples_of, device)
             "samples_per_s_with_warmup": counted["samples"] / (t2 - t0)}
 
 
+def footprint(task: str, data_dir: str | None = None, task_options: dict | None = None,
+              preset: str = "quick") -> dict:
+    """What one more worker must hold for training beyond what processes share, in MB: parameters, gradients and
+    optimizer state after one step, plus the activations (the tensors autograd saved for backward in that step,
+    each storage counted once). The (model + optimizer state + activations) of issue 12's memory goal; on CPU the
+    allocator cannot say it, so it is counted."""
+    config = settings(task, preset, data_dir, task_options or {})
+    task_cls = TASKS.get(config.task.name)
+    o = task_cls.parse_options(config.task.options)
+    device = torch.device("cpu")
+    torch.manual_seed(config.train.seed)
+    build = language_model if hasattr(task_cls, "corpus_name") else image_classifier
+    model, next_batch, loss_of = build(task_cls, o, device)
+    optimizer = optim.make(config.optimizer.name, optim.param_groups(model, config.optimizer.param_groups),
+                           **config.optimizer.hparams)
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        saved[storage.data_ptr()] = max(saved.get(storage.data_ptr(), 0), storage.nbytes())
+        return t
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = loss_of(next_batch())
+        loss.backward()
+        return loss
+
+    model.train()
+    optimizer.step(closure)
+    mb = 1 / 2 ** 20
+    params = [p for p in model.parameters()]
+    param_ids = {p.untyped_storage().data_ptr() for p in params}
+    activations = sum(n for ptr, n in saved.items() if ptr not in param_ids)  # weights saved for backward are params
+    state = sum(v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
+                if isinstance(v, torch.Tensor))
+    numbers = {"params_mb": sum(p.numel() * p.element_size() for p in params) * mb,
+               "grads_mb": sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None) * mb,
+               "optimizer_state_mb": state * mb, "activations_mb": activations * mb}
+    return {"task": task, "optimizer": config.optimizer.name, **numbers, "total_mb": sum(numbers.values())}
+
+
 def run(task: str, steps: int, data_dir: str | None = None, task_options: dict | None = None,
         preset: str = "quick") -> dict:
     config = settings(task, preset, data_dir, task_options or {})
@@ -194,7 +237,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                         help="a task option, as `repro run --set` (e.g. data_format=jpeg)")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line (last line)")
+    parser.add_argument("--footprint", action="store_true",
+                        help="instead of timing: one step's parameters, gradients, optimizer state and activations "
+                             "in MB, as one JSON line")
     args = parser.parse_args()
+    if args.footprint:
+        print(json.dumps(footprint(args.task, args.data_dir, dict(args.set), args.preset)), flush=True)
+        return
     if args.steps < 1:
         parser.error("--steps must be >= 1")
     r = run(args.task, args.steps, args.data_dir, dict(args.set), args.preset)

@@ -394,6 +394,14 @@ class Suite:
         for task in MEMORY_TASKS:
             extra = ["--set", "train_subset=0"] if "cifar" in task else []
             base = None
+            sets = [f for flag, value in zip(extra[::2], extra[1::2]) for f in (flag, value)]
+            cmd = [sys.executable, str(BENCH / "bare_loop.py"), task, "--footprint", *self.data_flags(task), *sets]
+            _, output = self.runner.run(cmd, f"memory {task} footprint")
+            need = json.loads(output.strip().splitlines()[-1])  # one more worker's model + optimizer + activations
+            self.add(Row("memory", task, "model + optimizer state + activations", need["total_mb"], "MB", note=(
+                f"one step of bare_loop.py --footprint: params {need['params_mb']:.1f}, grads {need['grads_mb']:.1f}, "
+                f"optimizer state {need['optimizer_state_mb']:.1f}, activations saved for backward "
+                f"{need['activations_mb']:.1f} MB")))
             for workers in a.memory_workers:
                 polled: list[TreeMemory] = []
 
@@ -424,6 +432,12 @@ class Suite:
                          f"{total}; shared pages counted once per process")):
                     self.add(Row("memory", config, metric, s[key], "MB", base[key] if compared else None,
                                  ratio(s[key], base[key]) if compared else None, note=text))
+                if workers > a.memory_workers[0]:  # issue 12's goal: 1.5 x total(1 worker) + (N - 1) x footprint
+                    bound = 1.5 * base["total_peak_pss_mb"] + (workers - a.memory_workers[0]) * need["total_mb"]
+                    self.add(Row("memory", config, "total peak PSS / goal bound", s["total_peak_pss_mb"], "MB", bound,
+                                 ratio(s["total_peak_pss_mb"], bound), "<= 1",
+                                 f"bound = 1.5 x total(N={a.memory_workers[0]}) + {workers - a.memory_workers[0]} x "
+                                 f"(model + optimizer state + activations) = {bound:.0f} MB"))
 
     def speedup(self) -> None:
         a = self.args

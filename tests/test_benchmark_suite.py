@@ -83,3 +83,22 @@ def test_suite_quick_overhead_section(tmp_path, fashion_mnist_dir):
     (measured,) = [r for r in rows if r["metric"] == "repro samples/s"]
     assert measured["config"] == "convnet-fashion-mnist"
     assert float(measured["value"]) > 0 and float(measured["baseline"]) > 0 and float(measured["ratio"]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_footprint_counts_the_step_it_takes(fashion_mnist_dir):
+    """The memory goal's (model + optimizer state + activations) of one worker: parameters exactly, gradients of
+    the same size, and activations that grow with the batch."""
+    spec = importlib.util.spec_from_file_location("repro_bench_bare_loop", REPO / "benchmarks" / "bare_loop.py")
+    bare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bare)
+    from repro.tasks.mnist import MNISTConvNet
+
+    params = sum(p.numel() * 4 for p in MNISTConvNet().parameters()) / 2**20
+    small = bare.footprint("convnet-fashion-mnist", str(fashion_mnist_dir), {"batch_size": 8})
+    large = bare.footprint("convnet-fashion-mnist", str(fashion_mnist_dir), {"batch_size": 64})
+    assert small["params_mb"] == pytest.approx(params) and small["grads_mb"] == pytest.approx(params)
+    assert 0 < small["activations_mb"] < large["activations_mb"]
+    assert large["total_mb"] == pytest.approx(sum(large[k] for k in ("params_mb", "grads_mb", "optimizer_state_mb",
+                                                                       "activations_mb")))
