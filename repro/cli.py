@@ -626,12 +626,10 @@ def _usage_message(error: BaseException) -> str | None:
 
 def main() -> None:
     code = _main()
-    from repro import cluster
+    if "torch" in sys.modules:  # a worker of torchrun/srun must not end in SIGABRT; others skip torch's teardown
+        from repro.process_exit import exit_process
 
-    if cluster.outside_launcher() is not None and "torch.distributed" in sys.modules:
-        from repro.worker import exit_process
-
-        exit_process(code)  # a worker of torchrun/srun: see exit_process (a clean run must not end in SIGABRT)
+        exit_process(code)
     sys.exit(code)
 
 

@@ -71,20 +71,6 @@ def leave_process_group(finished: bool) -> None:
     dist.destroy_process_group()
 
 
-def exit_process(code: int) -> None:
-    """End a worker process here, skipping the interpreter's and the C++ runtime's teardown (as multiprocessing's
-    fork and forkserver children always do). Why: with torch 2.15, a process that used gloo sometimes aborts after
-    Python has finished, in C++ static destructors ("terminate called without an active exception"; faulthandler
-    shows no Python frame; about 1 process exit in 60 under load here), and a launcher reads that as a failed rank
-    although the run had written everything. Call it only after every file is closed; stdout/stderr are flushed."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
-            pass
-    os._exit(code)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

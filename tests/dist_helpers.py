@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from repro.worker import exit_process, leave_process_group
+from repro.process_exit import exit_process
+from repro.worker import leave_process_group
 
 
 def spawn(fn, world: int, *args) -> None:

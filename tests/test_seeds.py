@@ -123,13 +123,11 @@ def test_heatmap_cell_is_the_mean_over_seeds_with_std_and_n(tmp_path, monkeypatc
 
 
 def _summarize_in_process(monkeypatch, *args):
-    from repro.cli import main
+    """The command's exit code (``cli._main``: ``main`` itself would end this process, see process_exit)."""
+    from repro.cli import _main
 
     monkeypatch.setattr(sys, "argv", ["repro", "summarize", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-        raise SystemExit(0)
-    return exit_.value.code
+    return _main()
 
 
 def test_summarize_writes_mean_std_n_per_setting_as_csv_markdown_and_latex(tmp_path, monkeypatch, capsys):
