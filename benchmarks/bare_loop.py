@@ -156,15 +156,8 @@ def footprint(task: str, data_dir: str | None = None, task_options: dict | None 
     optimizer state after one step, plus the activations (the tensors autograd saved for backward in that step,
     each storage counted once). The (model + optimizer state + activations) of issue 12's memory goal; on CPU the
     allocator cannot say it, so it is counted."""
-    config = settings(task, preset, data_dir, task_options or {})
-    task_cls = TASKS.get(config.task.name)
-    o = task_cls.parse_options(config.task.options)
-    device = torch.device("cpu")
-    torch.manual_seed(config.train.seed)
-    build = language_model if hasattr(task_cls, "corpus_name") else image_classifier
-    model, next_batch, loss_of = build(task_cls, o, device)
-    optimizer = optim.make(config.optimizer.name, optim.param_groups(model, config.optimizer.param_groups),
-                           **config.optimizer.hparams)
+    config, task_cls, model, next_batch, loss_of, optimizer = build_all(task, preset, data_dir, task_options,
+                                                                        torch.device("cpu"))
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -182,7 +175,7 @@ def footprint(task: str, data_dir: str | None = None, task_options: dict | None 
     model.train()
     optimizer.step(closure)
     mb = 1 / 2 ** 20
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     param_ids = {p.untyped_storage().data_ptr() for p in params}
     activations = sum(n for ptr, n in saved.items() if ptr not in param_ids)  # weights saved for backward are params
     state = sum(v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
@@ -193,21 +186,26 @@ def footprint(task: str, data_dir: str | None = None, task_options: dict | None 
     return {"task": task, "optimizer": config.optimizer.name, **numbers, "total_mb": sum(numbers.values())}
 
 
-def run(task: str, steps: int, data_dir: str | None = None, task_options: dict | None = None,
-        preset: str = "quick") -> dict:
+def build_all(task: str, preset: str, data_dir: str | None, task_options: dict | None, device: torch.device):
+    """(config, task class, model, next_batch, loss_of, optimizer) of the recipe, seeded as the run is."""
     config = settings(task, preset, data_dir, task_options or {})
     task_cls = TASKS.get(config.task.name)
     o = task_cls.parse_options(config.task.options)
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    if device.type == "cpu":  # as a one-worker `repro run`: all of the node's cores (REPRO_THREADS if set)
-        torch.set_num_threads(int(os.environ.get("REPRO_THREADS") or os.cpu_count() or 1))
-    seed = config.train.seed
-    random.seed(seed)
-    torch.manual_seed(seed)
+    random.seed(config.train.seed)
+    torch.manual_seed(config.train.seed)
     build = language_model if hasattr(task_cls, "corpus_name") else image_classifier
     model, next_batch, loss_of = build(task_cls, o, device)
     optimizer = optim.make(config.optimizer.name, optim.param_groups(model, config.optimizer.param_groups),
                            **config.optimizer.hparams)
+    return config, task_cls, model, next_batch, loss_of, optimizer
+
+
+def run(task: str, steps: int, data_dir: str | None = None, task_options: dict | None = None,
+        preset: str = "quick") -> dict:
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cpu":  # as a one-worker `repro run`: all of the node's cores (REPRO_THREADS if set)
+        torch.set_num_threads(int(os.environ.get("REPRO_THREADS") or os.cpu_count() or 1))
+    config, task_cls, model, next_batch, loss_of, optimizer = build_all(task, preset, data_dir, task_options, device)
     if hasattr(task_cls, "corpus_name"):
         samples_of = lambda batch: batch[1].numel()  # noqa: E731 - tokens
     else:
