@@ -8,7 +8,8 @@ The peer that `repro run TASK --preset quick --machines 1 --sync none` is measur
 section "overhead"). The settings come from the same recipe (`repro.runspec.resolve`: lr, clip, batch size, subset,
 ...), the model classes and the data loading from the task modules (`repro.tasks.*`: RNNModel and the tokenized
 corpus, CifarResNet and the decoded CIFAR tensors, MNISTConvNet and the IDX files), the optimizer from
-`repro.optim.make` (the preset's: clipped SGD, AdamW, SGDOL). Everything else is the plain loop below (`train`):
+`repro.optim.make` (the preset's: clipped SGD, AdamW, SGDOL), seeded in the run's order so that both draw the same
+batches, augmentations and dropout masks and follow one trajectory (tests/test_benchmark_suite.py). Everything else is the plain loop below (`train`):
 draw a batch, forward, loss, backward, `optimizer.step(closure)`; no repro trainer, sync policy, callbacks, progress,
 logging or checkpoints. A closure, as torch's own two-gradient optimizers need: SGDOL calls it twice per step, each
 call on a fresh batch (the quick recipe's pairing), so samples per step = 2 x batch there.
@@ -45,8 +46,9 @@ def settings(task: str, preset: str, data_dir: str | None, task_options: dict):
 
 
 # -- model and data, from the task modules: one builder per kind of task -----------------------------------------------
-def language_model(task_cls, o, device):
-    """(model, next_batch, loss_of): the quick LM's RNNModel on the batchified training stream, truncated BPTT."""
+def language_model(task_cls, o, device, seed: int):
+    """(model, next_batch, loss_of): the quick LM's RNNModel on the batchified training stream, truncated BPTT;
+    dropout masks drawn as a one-worker `repro run` draws them (the RNG seeded again after the model is built)."""
     from repro.tasks.awd_lstm import RNNModel
     from repro.tasks.corpus import batchify, load_corpus
 
@@ -56,6 +58,7 @@ def language_model(task_cls, o, device):
     model = RNNModel(len(corpus.dictionary), o.emsize, o.nhid, o.nlayers, o.dropout, o.dropouth, o.dropouti,
                      o.dropoute, o.wdrop, o.tied).to(device)
     data = batchify(corpus.train, o.batch_size).to(device)  # (T, batch): column b is the b-th stretch of text
+    reseed(seed)
     state = {"i": 0, "hidden": model.init_hidden(o.batch_size)}
 
     def next_batch():
@@ -74,25 +77,29 @@ def language_model(task_cls, o, device):
     return model, next_batch, loss_of
 
 
-def image_classifier(task_cls, o, device):
+def image_classifier(task_cls, o, device, seed: int):
     """(model, next_batch, loss_of) for CIFAR (ResNet, decoded uint8 tensors, crop + flip) and the IDX sets (the
-    SGDOL authors' CNN on Fashion-MNIST / MNIST): a fresh permutation per epoch, full batches, per-channel
-    normalization on the device."""
-    from repro.tasks.images import ImageTensors, random_crop_flip, subset_indices
+    SGDOL authors' CNN on Fashion-MNIST / MNIST): full batches of a per-epoch permutation, per-channel normalization
+    on the device. The same batches, crops and flips as a one-worker `repro run` draws (its seeding order: the
+    data-order seed and the weights from ``seed``, then the RNG seeded again before training): the same trajectory,
+    hence the same arithmetic (CPU speed depends on it through denormal numbers), so only the loops differ."""
+    from repro.tasks.images import ImageTensors, random_crop_flip, shared_seed, subset_indices
 
-    if hasattr(task_cls, "build_model"):  # CIFAR
+    if hasattr(task_cls, "build_model"):  # CIFAR: the data-order seed is drawn before the model
+        data_seed = shared_seed()
         train = ImageTensors.load(Path(o.data_dir) / "train.pt")
         images, labels, kind = train.images, train.labels, "balanced"
         model = task_cls.build_model(task_cls.data.num_classes, o.bn)
         mean, std = task_cls.data.mean, task_cls.data.std
         augment = random_crop_flip if o.augment else (lambda x: x)
-    else:  # MNIST, Fashion-MNIST
+    else:  # MNIST, Fashion-MNIST: after it
         from repro.tasks.mnist import DATASETS, TRAIN_IMAGES, TRAIN_LABELS, MNISTConvNet, load_split
 
         spec = DATASETS[task_cls.dataset]
         images, labels = load_split(spec, Path(o.data_dir), TRAIN_IMAGES, TRAIN_LABELS)
         images, kind = images.unsqueeze(1), "random"
         model = MNISTConvNet()
+        data_seed = shared_seed()
         mean, std = (spec.mean,), (spec.std,)
         augment = lambda x: x  # noqa: E731
     if o.train_subset > 0:
@@ -101,11 +108,14 @@ def image_classifier(task_cls, o, device):
     x, y, model = images.to(device), labels.to(device), model.to(device)
     mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    state = {"order": torch.empty(0, dtype=torch.long), "i": 0}
+    reseed(seed)
+    state = {"epoch": -1, "order": torch.empty(0, dtype=torch.long), "i": 0}
 
     def next_batch():
-        if state["i"] + o.batch_size > len(state["order"]):  # epoch end: a new permutation
-            state["order"], state["i"] = torch.randperm(len(y)), 0
+        if state["i"] + o.batch_size > len(state["order"]):  # epoch end: the next epoch's permutation
+            state["epoch"] += 1
+            order = torch.Generator().manual_seed(data_seed + state["epoch"])
+            state["order"], state["i"] = torch.randperm(len(y), generator=order), 0
         idx = state["order"][state["i"]:state["i"] + o.batch_size].to(device)
         state["i"] += o.batch_size
         return (augment(x[idx]).float() / 255.0 - mean) / std, y[idx]
@@ -115,6 +125,11 @@ def image_classifier(task_cls, o, device):
         return F.cross_entropy(model(inputs), targets)
 
     return model, next_batch, loss_of
+
+
+def reseed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
 
 
 # -- the loop ----------------------------------------------------------------------------------------------------------
@@ -191,10 +206,9 @@ def build_all(task: str, preset: str, data_dir: str | None, task_options: dict |
     config = settings(task, preset, data_dir, task_options or {})
     task_cls = TASKS.get(config.task.name)
     o = task_cls.parse_options(config.task.options)
-    random.seed(config.train.seed)
-    torch.manual_seed(config.train.seed)
+    reseed(config.train.seed)
     build = language_model if hasattr(task_cls, "corpus_name") else image_classifier
-    model, next_batch, loss_of = build(task_cls, o, device)
+    model, next_batch, loss_of = build(task_cls, o, device, config.train.seed)
     optimizer = optim.make(config.optimizer.name, optim.param_groups(model, config.optimizer.param_groups),
                            **config.optimizer.hparams)
     return config, task_cls, model, next_batch, loss_of, optimizer

@@ -102,3 +102,31 @@ def test_footprint_counts_the_step_it_takes(fashion_mnist_dir):
     assert 0 < small["activations_mb"] < large["activations_mb"]
     assert large["total_mb"] == pytest.approx(sum(large[k] for k in ("params_mb", "grads_mb", "optimizer_state_mb",
                                                                        "activations_mb")))
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_bare_loop_follows_the_runs_trajectory(tmp_path, fashion_mnist_dir):
+    """The overhead peer draws the very batches (and, for CIFAR, crops and flips) of a one-worker `repro run`:
+    after the same steps both hold the same weights, so their speeds are of the same arithmetic (on CPU, the
+    count of denormal numbers along a trajectory changes the speed). SGDOL's quick recipe: two fresh batches a step."""
+    import torch
+
+    from repro import checkpoint
+
+    steps = 3
+    subprocess.run([sys.executable, "-m", "repro", "run", "convnet-fashion-mnist", "--preset", "quick",
+                    "--machines", "1", "--sync", "none", "--max-steps", str(steps), "--eval-batches", "1",
+                    "--data-dir", str(fashion_mnist_dir), "--out", str(tmp_path), "--quiet"],
+                   check=True, timeout=300, cwd=REPO)
+    (saved,) = tmp_path.glob(f"*/*/checkpoints/*step{steps:09d}.pt")
+    run_weights = checkpoint.load(saved)["ranks"][0]["model"]
+
+    spec = importlib.util.spec_from_file_location("repro_bench_bare_loop", REPO / "benchmarks" / "bare_loop.py")
+    bare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bare)
+    _, _, model, next_batch, loss_of, optimizer = bare.build_all("convnet-fashion-mnist", "quick",
+                                                                 str(fashion_mnist_dir), {}, torch.device("cpu"))
+    bare.train(model, next_batch, loss_of, optimizer, steps - 1, lambda batch: len(batch[1]), torch.device("cpu"))
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, run_weights[name], rtol=1e-5, atol=1e-6, msg=name)
