@@ -14,8 +14,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from repro import optim, recipes, schedules, sync
 from repro.config import (PARAM_GROUP_MODES, ComponentSection, OptimizerSection, RunConfig, TaskSection,
                           make_train)
@@ -99,7 +97,7 @@ def resolve(req: RunRequest) -> RunConfig:
     if opt_name != base_opt_name and not req.hparams and sys.stderr.isatty():
         print(f"note: {task_section.recipe or 'the recorded run'} is written for {base_opt_name}; {opt_name} takes "
               f"its own defaults ({', '.join(f'{k}={v}' for k, v in hparams.items())})", file=sys.stderr)
-    optim.make(opt_name, [torch.zeros(1, requires_grad=True)], **hparams)  # validates values
+    optim.validate(opt_name, **hparams)
     param_groups = req.param_groups or base.get("param_groups", "all")
     if param_groups not in PARAM_GROUP_MODES:
         raise UsageError(f"param-groups must be one of {', '.join(PARAM_GROUP_MODES)}, got {param_groups!r}")
