@@ -76,24 +76,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-
-
-def return_freed_memory(threshold: int = 128 * 1024) -> None:
-    """Have freed tensor memory go back to the system. glibc raises its mmap threshold after each large free (up
-    to 32 MiB), so from the second step on a step's activations and gradients come from the heap, which keeps
-    what they freed: about 150 MB per quick-LM worker on top of what training holds. A fixed threshold (setting
-    one turns the raising off) serves every block of ``threshold`` bytes or more from its own mapping, returned
-    at free. Costs page faults on the next step's allocations (benchmarks/suite.py, sections memory and
-    overhead, measure both). Linux with glibc only; elsewhere nothing changes."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
-    except (OSError, AttributeError):
-        pass
-
-
 def die_with_parent() -> None:
     """Linux: end this worker when its parent ends, however it ends (SIGKILL of the launcher included), so no
     orphan keeps training."""
@@ -163,7 +145,6 @@ def gather_states(state: dict, rank: int, world: int) -> list[dict] | None:
 
 
 def run_worker(spec: dict) -> dict:
-    return_freed_memory()
     apply_numerics(spec["train"])
     rank, world, device = setup_process()
     stop = StopRequest()
