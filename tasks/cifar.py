@@ -137,6 +137,9 @@ class CifarTask(ImageClassificationTask):
         directory = Path(given).expanduser() if given else cache_root() / cls.data.name
         if given and not directory.exists():
             raise DataError(f"data folder {directory} does not exist")
+        if all((directory / f"{split}.pt").is_file() for split in ("train", "test")):
+            # Already decoded: the data_dir a run recorded in config.json (resume, --from) is prepared again as is.
+            return replace(options, data_dir=str(directory))
         if options.data_format == "python":
             decoded = _decode_python(cls.data, _locate_python(cls.data, directory))
         else:

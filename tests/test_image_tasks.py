@@ -91,6 +91,13 @@ def test_imagefolder_tree_is_decoded_in_class_order_with_exact_pixels(image_tree
     assert _prepare(image_tree)[1].data_dir != options.data_dir
 
 
+def test_preparing_a_recorded_decoded_folder_again_keeps_it(image_tree):
+    """A run records the decoded folder as its data_dir; `repro resume` and `--from` prepare that config again."""
+    cls, options = _prepare(image_tree)
+    again = cls.prepare(options)
+    assert again.data_dir == options.data_dir
+
+
 def test_archive_is_unpacked_into_the_cache_and_checked(image_tree, tmp_path):
     archive = tmp_path / "mine.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
