@@ -9,7 +9,8 @@ section "overhead"). The settings come from the same recipe (`repro.runspec.reso
 ...), the model classes and the data loading from the task modules (`repro.tasks.*`: RNNModel and the tokenized
 corpus, CifarResNet and the decoded CIFAR tensors, MNISTConvNet and the IDX files), the optimizer from
 `repro.optim.make` (the preset's: clipped SGD, AdamW, SGDOL), seeded in the run's order so that both draw the same
-batches, augmentations and dropout masks and follow one trajectory (tests/test_benchmark_suite.py). Everything else is the plain loop below (`train`):
+batches, augmentations and dropout masks and follow one trajectory (tests/test_benchmark_suite.py). Everything else
+is the plain loop below (`train`):
 draw a batch, forward, loss, backward, `optimizer.step(closure)`; no repro trainer, sync policy, callbacks, progress,
 logging or checkpoints. A closure, as torch's own two-gradient optimizers need: SGDOL calls it twice per step, each
 call on a fresh batch (the quick recipe's pairing), so samples per step = 2 x batch there.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import time
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from repro import optim, runspec
 from repro.task import TASKS
+from repro.worker import seed_everything
 
 
 def settings(task: str, preset: str, data_dir: str | None, task_options: dict):
@@ -58,7 +59,7 @@ def language_model(task_cls, o, device, seed: int):
     model = RNNModel(len(corpus.dictionary), o.emsize, o.nhid, o.nlayers, o.dropout, o.dropouth, o.dropouti,
                      o.dropoute, o.wdrop, o.tied).to(device)
     data = batchify(corpus.train, o.batch_size).to(device)  # (T, batch): column b is the b-th stretch of text
-    reseed(seed)
+    seed_everything(seed)
     state = {"i": 0, "hidden": model.init_hidden(o.batch_size)}
 
     def next_batch():
@@ -83,7 +84,7 @@ def image_classifier(task_cls, o, device, seed: int):
     on the device. The same batches, crops and flips as a one-worker `repro run` draws (its seeding order: the
     data-order seed and the weights from ``seed``, then the RNG seeded again before training): the same trajectory,
     hence the same arithmetic (CPU speed depends on it through denormal numbers), so only the loops differ."""
-    from repro.tasks.images import ImageTensors, random_crop_flip, shared_seed, subset_indices
+    from repro.tasks.images import ImageTensors, random_crop_flip, shard_batches, shared_seed, subset_indices
 
     if hasattr(task_cls, "build_model"):  # CIFAR: the data-order seed is drawn before the model
         data_seed = shared_seed()
@@ -108,16 +109,18 @@ def image_classifier(task_cls, o, device, seed: int):
     x, y, model = images.to(device), labels.to(device), model.to(device)
     mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    reseed(seed)
-    state = {"epoch": -1, "order": torch.empty(0, dtype=torch.long), "i": 0}
+    seed_everything(seed)
+
+    def epochs():  # one worker's share of each epoch's permutation: all of it
+        epoch = 0
+        while True:
+            yield from shard_batches(len(y), o.batch_size, 0, 1, data_seed + epoch)
+            epoch += 1
+
+    indices = epochs()
 
     def next_batch():
-        if state["i"] + o.batch_size > len(state["order"]):  # epoch end: the next epoch's permutation
-            state["epoch"] += 1
-            order = torch.Generator().manual_seed(data_seed + state["epoch"])
-            state["order"], state["i"] = torch.randperm(len(y), generator=order), 0
-        idx = state["order"][state["i"]:state["i"] + o.batch_size].to(device)
-        state["i"] += o.batch_size
+        idx = next(indices).to(device)
         return (augment(x[idx]).float() / 255.0 - mean) / std, y[idx]
 
     def loss_of(batch):
@@ -125,11 +128,6 @@ def image_classifier(task_cls, o, device, seed: int):
         return F.cross_entropy(model(inputs), targets)
 
     return model, next_batch, loss_of
-
-
-def reseed(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # -- the loop ----------------------------------------------------------------------------------------------------------
@@ -206,7 +204,7 @@ def build_all(task: str, preset: str, data_dir: str | None, task_options: dict |
     config = settings(task, preset, data_dir, task_options or {})
     task_cls = TASKS.get(config.task.name)
     o = task_cls.parse_options(config.task.options)
-    reseed(config.train.seed)
+    seed_everything(config.train.seed)
     build = language_model if hasattr(task_cls, "corpus_name") else image_classifier
     model, next_batch, loss_of = build(task_cls, o, device, config.train.seed)
     optimizer = optim.make(config.optimizer.name, optim.param_groups(model, config.optimizer.param_groups),
