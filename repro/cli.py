@@ -301,7 +301,8 @@ def _resume_run(run_dir: Path, epochs: Optional[int], quiet: bool, report: Optio
     newest = checkpoint.newest(run_dir)
     if newest is None:
         raise UsageError(f"{run_dir} has no checkpoint to resume from")
-    payload = checkpoint.load(newest, identity=data["identity"], world_size=data.get("world_size"))  # refuses foreign
+    payload = checkpoint.load(newest, identity=data["identity"], world_size=data.get("world_size"),
+                              check_ranks=True)  # refuses foreign
     _truncate_csv(run_dir / "metrics.csv", int(payload.get("csv_rows", payload["epoch"])))
     if report is not None:
         runlog.write_json(report, {"run_dir": str(run_dir), "epochs": config.train.epochs})

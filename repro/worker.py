@@ -144,6 +144,54 @@ def gather_states(state: dict, rank: int, world: int) -> list[dict] | None:
     return states
 
 
+def shared_checkpoint_folder(run_dir: Path | None, rank: int, world: int, device) -> Path | None:
+    """The run's checkpoint folder when every rank sees it (one node, or nodes sharing a file system), so each rank
+    can write its own state there; None when some rank does not (its states are then gathered to rank 0). Rank 0
+    leaves a file there that the others look for: a collective, every rank takes part."""
+    if world == 1:
+        return None
+    import uuid
+
+    announced: list = [None]
+    if rank == 0 and run_dir is not None:
+        target = checkpoint.folder(run_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".probe-{uuid.uuid4().hex}"
+        probe.touch()
+        announced = [(str(target), probe.name)]
+    dist.broadcast_object_list(announced, src=0)
+    if announced[0] is None:
+        return None
+    target, probe_name = Path(announced[0][0]), announced[0][1]
+    sees = torch.tensor([1.0 if (target / probe_name).exists() else 0.0], device=device)
+    dist.all_reduce(sees, op=dist.ReduceOp.MIN)
+    if rank == 0:
+        (target / probe_name).unlink(missing_ok=True)
+    return target if sees.item() == 1.0 else None
+
+
+def save_states(state: dict, rank: int, world: int, shards: Path | None, epoch: int, step: int | None,
+                identity: str, write) -> Path | None:
+    """Every rank's state into one checkpoint: each rank writes its own file into ``shards`` (when all can) and
+    rank 0 the file that lists them, after all are written; otherwise the states travel to rank 0, which writes
+    them into one file. ``write(states)`` is rank 0's ``checkpoint.save``. A collective: every rank takes part."""
+    if shards is None:
+        states = gather_states(state, rank, world)
+        return write(states) if rank == 0 else None
+    try:
+        outcome = checkpoint.save_shard(shards, epoch, identity, rank, state, step=step)
+    except checkpoint.CheckpointError as e:
+        outcome = e
+    outcomes = [None] * world if rank == 0 else None
+    dist.gather_object(outcome if isinstance(outcome, str) else f"error: {outcome}", outcomes, dst=0)  # names only
+    if rank != 0:
+        return None
+    failed = [o for o in outcomes if o.startswith("error: ")]
+    if failed:
+        raise checkpoint.CheckpointError(failed[0][len("error: "):])
+    return write(outcomes)
+
+
 def run_worker(spec: dict) -> dict:
     apply_numerics(spec["train"])
     rank, world, device = setup_process()
@@ -184,28 +232,37 @@ def run_worker(spec: dict) -> dict:
             progress = RichProgress(epochs, task.sample_unit, task.metric_columns)
         trainer = Trainer(task, optimizer, policy, schedule, config, sink, progress, device)
         if spec.get("resume_from"):
-            payload = checkpoint.load(Path(spec["resume_from"]), identity=spec.get("identity"), world_size=world)
-            trainer.load_state_dict(payload["ranks"][rank])
+            resume_from = Path(spec["resume_from"])
+            payload = checkpoint.load(resume_from, identity=spec.get("identity"), world_size=world)
+            trainer.load_state_dict(checkpoint.rank_state(resume_from, payload, rank))
+            del payload
 
         said = []  # the checkpoint size is printed once
+        saves = spec.get("checkpoints", True)  # the same on every node
+        shards = shared_checkpoint_folder(run_dir, rank, world, device) if saves else None
 
         def save_checkpoint(trainer: Trainer, row: dict | None = None) -> None:
             """At an epoch end (``row``: the row just logged) or between two steps (a stop, --checkpoint-minutes)."""
-            states = gather_states(trainer.state_dict(), rank, world)  # a collective: every rank takes part
-            if run_dir is None:
-                return
             step = trainer.counts["iteration"] if trainer.mid_epoch else None
-            path = checkpoint.save(run_dir, trainer.epoch, spec.get("identity") or "", states,
-                                   keep=int(spec.get("keep_checkpoints", 1)), step=step,
-                                   extra={"csv_rows": trainer.counts["rows"]})
-            if not said and not spec.get("quiet"):
+            identity = spec.get("identity") or ""
+
+            def write(states):
+                if run_dir is None:  # rank 0 of a run without a folder (a benchmark)
+                    return None
+                return checkpoint.save(run_dir, trainer.epoch, identity, states,
+                                       keep=int(spec.get("keep_checkpoints", 1)), step=step,
+                                       extra={"csv_rows": trainer.counts["rows"]})
+
+            # a collective: every rank takes part
+            path = save_states(trainer.state_dict(), rank, world, shards, trainer.epoch, step, identity, write)
+            if path is not None and not said and not spec.get("quiet"):
                 said.append(path)
-                print(f"checkpoint {path.name}: {checkpoint.size_text(path)} (the newest "
+                size = checkpoint.total_size(path, checkpoint.load(path) if shards is not None else None)
+                print(f"checkpoint {path.name}: {checkpoint.size_text(size)} (the newest "
                       f"{spec.get('keep_checkpoints', 1)} kept in {path.parent})", file=sys.stderr)
 
         try:
-            # "checkpoints" is the same on every node (only node 0 has a run_dir, but all ranks must gather)
-            saving = save_checkpoint if spec.get("checkpoints", True) else None
+            saving = save_checkpoint if saves else None
             last = trainer.run(should_stop=stop, on_epoch_end=saving, on_checkpoint=saving)
         finally:
             progress.close()

@@ -79,3 +79,40 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert checkpoint.existing(tmp_path) == [first] and first.read_bytes() == before
     assert not list(checkpoint.folder(tmp_path).glob(".*tmp"))  # no half-written file left
+
+
+def _save_sharded(run_dir, epoch, identity="abc", step=None, keep=2):
+    """What the workers do: each rank writes its own file, then rank 0 the checkpoint that names them."""
+    names = [checkpoint.save_shard(checkpoint.folder(run_dir), epoch, identity, rank, state, step=step)
+             for rank, state in enumerate(_ranks())]
+    return checkpoint.save(run_dir, epoch, identity, names, keep=keep, step=step)
+
+
+def test_rank_files_round_trip_and_leave_with_their_checkpoint(tmp_path):
+    for epoch in (1, 2, 3):
+        path = _save_sharded(tmp_path, epoch)
+    payload = checkpoint.load(path, identity="abc", world_size=2)
+    assert payload["ranks"] == ["epoch00003.rank00000.pt", "epoch00003.rank00001.pt"]  # the file holds names only
+    assert torch.equal(checkpoint.rank_state(path, payload, 1)["model"]["w"], torch.arange(4.0) + 1)
+    # keep=2: epoch 1's checkpoint and its rank files are gone; rank files of a save that never finished, older
+    # than the newest checkpoint, go too, but a newer one (a save under way) stays
+    checkpoint.save_shard(checkpoint.folder(tmp_path), 0, "abc", 1, _ranks()[1], step=5)
+    checkpoint.save_shard(checkpoint.folder(tmp_path), 4, "abc", 1, _ranks()[1])
+    _save_sharded(tmp_path, 3, step=40)
+    left = sorted(p.name for p in checkpoint.folder(tmp_path).iterdir())
+    assert left == ["epoch00003-step000000040.pt", "epoch00003-step000000040.rank00000.pt",
+                    "epoch00003-step000000040.rank00001.pt", "epoch00003.pt", "epoch00003.rank00000.pt",
+                    "epoch00003.rank00001.pt", "epoch00004.rank00001.pt"]
+
+
+def test_a_missing_or_foreign_rank_file_is_a_one_line_error(tmp_path):
+    path = _save_sharded(tmp_path, 1)
+    (path.parent / "epoch00001.rank00001.pt").unlink()
+    with pytest.raises(CheckpointError, match="incomplete: 1 rank file"):
+        checkpoint.load(path)
+    # a file of the same name from another run (or another step) is refused, not loaded
+    checkpoint.save_shard(path.parent, 1, "xyz", 1, _ranks()[1])
+    payload = checkpoint.load(path)
+    with pytest.raises(CheckpointError, match="does not belong to epoch00001.pt"):
+        checkpoint.rank_state(path, payload, 1)
+    assert checkpoint.rank_state(path, payload, 0)["counters"]["iteration"] == 10

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import alive, descendants, run_repro
 
+from repro import checkpoint
+
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
 
 TINY = ["--set", "emsize=16", "--set", "nhid=16", "--set", "bptt=5", "--batch-size", "4", "--quiet",
@@ -83,7 +85,8 @@ def test_a_run_killed_mid_epoch_resumes_from_its_newest_mid_epoch_checkpoint(tmp
                             stderr=subprocess.DEVNULL, env=env)
     deadline, mid = time.monotonic() + 300, []
     while time.monotonic() < deadline and proc.poll() is None:
-        mid = list((tmp_path / "cut").glob("lstm-text/*/checkpoints/epoch00002-step*.pt"))  # inside epoch 3
+        mid = [p for p in (tmp_path / "cut").glob("lstm-text/*/checkpoints/epoch00002-step*.pt")  # inside epoch 3
+               if checkpoint.NAME.match(p.name)]  # a checkpoint, not one rank's file of it
         if mid:
             break
         time.sleep(0.05)
@@ -97,7 +100,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_newest_mid_epoch_checkpoint(tmp
     assert mid, "no mid-epoch checkpoint was written"
     run = _run_dir(tmp_path / "cut")
     for path in (run / "checkpoints").glob("epoch*.pt"):  # resume from a mid-epoch one, as if killed right after it
-        if path.name > mid[0].name:
+        if path.name.split(".")[0] > mid[0].name.split(".")[0]:  # a later checkpoint or one of its rank files
             path.unlink()
     resumed = run_repro("resume", run, "--quiet", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
