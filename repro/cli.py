@@ -128,7 +128,7 @@ def run(
         raise UsageError(f"timeout must be > 0 seconds, got {timeout}")
     saving = _saving(keep_checkpoints, checkpoint_minutes)
     os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it (setup_process)
-    if machines is not None and machines > 1:
+    if (machines is not None and machines > 1) or nodes > 1:
         _start_workers_server(nodes, master_port, validate_only or resolve_only)
     hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay,
                                      smoothness=smoothness, alpha=alpha).items() if v is not None}
@@ -169,7 +169,7 @@ def run(
     config = runspec.resolve(request)
     if resolve_only:
         return config, config.train.machines * nodes
-    if config.train.machines > 1:  # a recipe's workers: start their server now (a no-op when started above)
+    if config.train.machines > 1 or nodes > 1:  # a recipe's workers: start their server now (a no-op when started above)
         _start_workers_server(nodes, master_port, validate_only)
     from repro import cluster
 
@@ -236,8 +236,7 @@ def _start_workers_server(nodes: int, master_port: Optional[int], only_checking:
     import on another core while this process resolves the settings and prepares the data."""
     from repro import cluster, forkserver
 
-    if nodes == 1 and master_port is None and not only_checking and cluster.outside_launcher() is None \
-            and cluster.slurm_nodes() is None:
+    if not only_checking and cluster.outside_launcher() is None:  # this process will start the workers
         forkserver.start_early()
 
 

@@ -259,7 +259,7 @@ def _launch_nodes(spec: dict, machines: int, nodes: int, node_rank: int, master_
         min_nodes=nodes, max_nodes=nodes, nproc_per_node=machines,
         run_id=run_id or os.environ.get("REPRO_RUN_ID") or f"repro-{master_port}",
         rdzv_backend="static", rdzv_endpoint=f"{master_addr}:{master_port}", rdzv_configs={"rank": node_rank},
-        max_restarts=0, monitor_interval=0.1, start_method="spawn",
+        max_restarts=0, monitor_interval=0.1, start_method=_start_method(),  # forked from the server, as on one node
     )
     try:
         results = elastic_launch(config, worker_main)(spec)
