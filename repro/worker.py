@@ -202,7 +202,7 @@ def run_worker(spec: dict) -> dict:
         task_cls = TASKS.get(spec["task"]["name"])
         train_settings = spec["train"]
         seed = train_settings["seed"]
-        seed_everything(seed)  # same seed everywhere: rank 0's initial weights are broadcast anyway
+        seed_everything(seed)  # same seed everywhere: the same initial weights (broadcast_model checks)
         task = task_cls(task_cls.parse_options(spec["task"]["options"]), rank=rank, world_size=world, device=device)
         task.eval_batch_limit = train_settings.get("eval_batches")
         if train_settings.get("channels_last"):

@@ -96,3 +96,20 @@ def every_step_worker(rank: int, world: int, store_file: str, out_dir: str, step
         json.dump({"grads_equal": grads_equal, "params": params.tolist(), "rounds": policy.comm_rounds, "bytes": policy.comm_bytes,
                    "n_params": params.numel()}, f)
     leave_process_group(finished=True)
+
+
+def broadcast_worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
+    """broadcast_model on workers that built the same model, then on workers that differ in one buffer element."""
+    from repro import sync
+
+    init(rank, world, store_file)
+    same = tiny_model(0)  # one seed everywhere
+    made_same = sync.broadcast_model(same)
+    differ = tiny_model(0)
+    if rank == world - 1:
+        differ[1].running_var[2] += 1e-6  # one float32 ulp-scale difference in one buffer of the last worker
+    made_differ = sync.broadcast_model(differ)
+    with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
+        json.dump({"made_same": made_same, "made_differ": made_differ, "spread_same": spread(same),
+                   "spread_differ": spread(differ), "first": float(differ[1].running_var[2])}, f)
+    leave_process_group(finished=True)

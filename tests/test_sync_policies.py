@@ -68,3 +68,13 @@ def test_every_step_bucketed_by_ddp_equals_the_flat_all_reduce(tmp_path, optimiz
                [{k: row[k] for k in counters} for row in flat["rows"]]
     # BatchNorm statistics are local (broadcast_buffers=False, as the flat version): the workers' differ
     assert results[0]["True"]["state"]["1.running_mean"] != results[1]["True"]["state"]["1.running_mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_the_initial_broadcast_is_skipped_only_when_every_worker_holds_the_same_weights(tmp_path):
+    results = _spawn(dist_helpers.broadcast_worker, 3, tmp_path)
+    for r in results:
+        assert r["made_same"] is False and r["spread_same"] == 0.0  # nothing sent: the digests agreed
+        assert r["made_differ"] is True and r["spread_differ"] == 0.0  # one element differed on one worker
+        assert r["first"] == results[0]["first"] == 1.0  # rank 0's value everywhere

@@ -118,12 +118,32 @@ def make(name: str, **options) -> SyncPolicy:
     return builder(**options)
 
 
-def broadcast_model(model: torch.nn.Module, src: int = 0) -> None:
+def broadcast_model(model: torch.nn.Module, src: int = 0) -> bool:
     """Give every worker rank ``src``'s weights (the common starting point; not counted as training
-    communication)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        for t in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(t.data, src=src)
+    communication). Workers that built the model from one seed hold them already: a digest of every parameter and
+    buffer is compared first (one 16-byte all-reduce) and the broadcast, seconds of a slow link for a large model,
+    is made only when some worker differs. Returns whether it was made."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    tensors = list(model.parameters()) + list(model.buffers())
+    if not tensors or _same_on_every_worker(tensors):
+        return False
+    for t in tensors:
+        dist.broadcast(t.data, src=src)
+    return True
+
+
+def _same_on_every_worker(tensors: list[torch.Tensor]) -> bool:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for t in tensors:  # the bytes, shape and type of each tensor in order: equal digests mean equal weights
+        digest.update(f"{tuple(t.shape)} {t.dtype};".encode())
+        digest.update(t.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy())
+    mine = int.from_bytes(digest.digest()[:7], "little")  # 56 bits: exact in an int64
+    extremes = torch.tensor([mine, -mine], dtype=torch.int64, device=tensors[0].device)
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)  # [max, -min]: all equal when both are mine
+    return extremes.tolist() == [mine, -mine]
 
 
 def parameters_with_grads(model: torch.nn.Module) -> Iterable[torch.Tensor]:
