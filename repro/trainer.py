@@ -7,6 +7,7 @@ model (by default the workers' average in a separate copy), so evaluating never 
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -20,7 +21,7 @@ from repro.callbacks import Callback, GradientUpdateStats, LossMultiplier
 from repro.config import PAIRING_MODES
 from repro.errors import UsageError
 from repro.optim import optimizer_metrics, scaled_hparams
-from repro.sync import SyncPolicy, float_state
+from repro.sync import SyncPolicy, float_state, same_on_every_worker
 from repro.task import Batch, Task
 
 BASE_COLUMNS = ("epoch", "iteration", "grad_evals", "wall_seconds", "train_loss", "lr", "clip_fraction",
@@ -454,11 +455,17 @@ def evaluate(task: Task, model: torch.nn.Module, splits: tuple[str, ...], device
 @torch.no_grad()
 def worker_spread(model: torch.nn.Module) -> float:
     """Largest difference of any parameter or float buffer (BatchNorm statistics) between two workers: 0 when
-    all hold the same model."""
-    flat = torch.cat([p.detach().reshape(-1).double() for p in float_state(model)])
+    all hold the same model. Identical models (every-step, or right after an average) are recognized by a digest
+    (16 bytes sent); otherwise one all-reduce of the model's size twice over, in its own precision: the largest and
+    smallest values are exact in it, and only their difference is taken in float64."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return 0.0
-    high, low = flat.clone(), flat.clone()
-    dist.all_reduce(high, op=dist.ReduceOp.MAX)
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    tensors = [t.detach() for t in float_state(model)]
+    if same_on_every_worker(tensors):
+        return 0.0
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+    extremes = torch.cat([flat, -flat])
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)  # [max, -min] in one round
+    high, low = extremes[: flat.numel()].double(), -extremes[flat.numel():].double()
     return float((high - low).max())

@@ -113,3 +113,18 @@ def broadcast_worker(rank: int, world: int, store_file: str, out_dir: str) -> No
         json.dump({"made_same": made_same, "made_differ": made_differ, "spread_same": spread(same),
                    "spread_differ": spread(differ), "first": float(differ[1].running_var[2])}, f)
     leave_process_group(finished=True)
+
+
+def spread_worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
+    """trainer.worker_spread on identical models, then on models that differ in one parameter and one buffer."""
+    from repro.trainer import worker_spread
+
+    init(rank, world, store_file)
+    model = tiny_model(0)
+    same = worker_spread(model)
+    with torch.no_grad():
+        model[0].weight[1, 2] += 0.25 * rank  # exact in float32
+        model[1].running_mean[3] -= 0.5 * rank
+    with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
+        json.dump({"same": same, "differ": worker_spread(model)}, f)
+    leave_process_group(finished=True)

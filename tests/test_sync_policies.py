@@ -78,3 +78,11 @@ def test_the_initial_broadcast_is_skipped_only_when_every_worker_holds_the_same_
         assert r["made_same"] is False and r["spread_same"] == 0.0  # nothing sent: the digests agreed
         assert r["made_differ"] is True and r["spread_differ"] == 0.0  # one element differed on one worker
         assert r["first"] == results[0]["first"] == 1.0  # rank 0's value everywhere
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_worker_spread_is_zero_for_identical_models_and_exact_otherwise(tmp_path):
+    results = _spawn(dist_helpers.spread_worker, 3, tmp_path)
+    assert [r["same"] for r in results] == [0.0] * 3
+    assert [r["differ"] for r in results] == [1.0] * 3  # the buffer's 0.5 x 2 beats the weight's 0.25 x 2

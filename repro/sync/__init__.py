@@ -126,14 +126,16 @@ def broadcast_model(model: torch.nn.Module, src: int = 0) -> bool:
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return False
     tensors = list(model.parameters()) + list(model.buffers())
-    if not tensors or _same_on_every_worker(tensors):
+    if not tensors or same_on_every_worker(tensors):
         return False
     for t in tensors:
         dist.broadcast(t.data, src=src)
     return True
 
 
-def _same_on_every_worker(tensors: list[torch.Tensor]) -> bool:
+def same_on_every_worker(tensors: list[torch.Tensor]) -> bool:
+    """Whether every worker holds these tensors bit for bit (a SHA-256 digest of each worker's, compared in one
+    16-byte all-reduce): a collective, every worker takes part."""
     import hashlib
 
     digest = hashlib.sha256()
