@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=16, help="CELGC's averaging interval I")
     parser.add_argument("--with-flat", action="store_true",
                         help="also every-step with the flat all-reduce after backward (--sync-opt bucketed=false)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="alternating repeats of every configuration; the table shows medians (and each repeat)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per job")
     parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "multinode.csv")
     args = parser.parse_args()
@@ -107,22 +109,33 @@ def main() -> None:
     rows = []
     try:
         with netns.NodePair(rate=rate) as pair, tempfile.TemporaryDirectory(prefix="repro-multinode-") as tmp:
-            for i, (name, algo) in enumerate(configs):
-                out = Path(tmp) / f"job{i}"
-                out.mkdir()
-                result = run_job(pair, netns, args, algo, 29500 + 10 * i, out)
-                last = result["last"]
-                rows.append({"sync": name, "steps": int(last["iteration"]), "workers": 2 * args.machines,
-                             "rate": rate, "process_s": result["seconds"], "train_s": last["wall_seconds"],
-                             "comm_rounds": int(last["comm_rounds"]), "comm_MB": last["comm_bytes"] / 1e6})
-                print(f"{name}: {result['seconds']:.1f} s whole process, {last['wall_seconds']:.1f} s training",
-                      flush=True)
+            for repeat in range(args.repeats):  # alternating, so a drift of the machine hits every configuration
+                for i, (name, algo) in enumerate(configs):
+                    out = Path(tmp) / f"job{repeat}-{i}"
+                    out.mkdir()
+                    result = run_job(pair, netns, args, algo, 29500 + 10 * i + 100 * (repeat % 2), out)
+                    last = result["last"]
+                    rows.append({"sync": name, "repeat": repeat, "steps": int(last["iteration"]),
+                                 "workers": 2 * args.machines, "rate": rate, "process_s": result["seconds"],
+                                 "train_s": last["wall_seconds"], "comm_rounds": int(last["comm_rounds"]),
+                                 "comm_MB": last["comm_bytes"] / 1e6})
+                    print(f"{name} (repeat {repeat + 1}/{args.repeats}): {result['seconds']:.1f} s whole process, "
+                          f"{last['wall_seconds']:.1f} s training", flush=True)
     except KeyboardInterrupt:
         raise SystemExit("multinode: interrupted; namespaces removed")
-    table = pd.DataFrame(rows)
+    each = pd.DataFrame(rows)
+    if args.repeats > 1:
+        print(each.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    order = [name for name, _ in configs]
+    table = (each.groupby("sync", sort=False)
+             .agg(steps=("steps", "first"), workers=("workers", "first"), rate=("rate", "first"),
+                  process_s=("process_s", "median"), train_s=("train_s", "median"),
+                  comm_rounds=("comm_rounds", "first"), comm_MB=("comm_MB", "first"), repeats=("repeat", "count"))
+             .reindex(order).reset_index())
     table["process_ratio"] = table["process_s"].iloc[0] / table["process_s"]
     table["train_ratio"] = table["train_s"].iloc[0] / table["train_s"]
-    print(f"{args.task} ({args.preset}), 2 nodes x {args.machines} workers, {args.steps} steps each, link {rate}")
+    print(f"{args.task} ({args.preset}), 2 nodes x {args.machines} workers, {args.steps} steps each, link {rate}"
+          + (f", medians of {args.repeats} repeats" if args.repeats > 1 else ""))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     celgc = table.iloc[1]
     print(f"every-step / CELGC: {celgc['process_ratio']:.2f}x whole process, {celgc['train_ratio']:.2f}x training")
