@@ -171,10 +171,10 @@ def rank_state(path: Path, payload: dict, rank: int) -> dict:
     return shard["state"]
 
 
-def total_size(path: Path, payload: dict | None = None) -> int:
+def total_size(path: Path) -> int:
     """Bytes of a checkpoint with its rank files."""
-    names = [n for n in (payload or {}).get("ranks", []) if isinstance(n, str)]
-    return Path(path).stat().st_size + sum((Path(path).parent / n).stat().st_size for n in names)
+    path = Path(path)
+    return sum(p.stat().st_size for p in [path, *path.parent.glob(f"{path.name[:-3]}.rank*.pt")])
 
 
 def size_text(size: int) -> str:

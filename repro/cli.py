@@ -129,7 +129,7 @@ def run(
     saving = _saving(keep_checkpoints, checkpoint_minutes)
     os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it (setup_process)
     if (machines is not None and machines > 1) or nodes > 1:
-        _start_workers_server(nodes, master_port, validate_only or resolve_only)
+        _start_workers_server(validate_only or resolve_only)
     hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay,
                                      smoothness=smoothness, alpha=alpha).items() if v is not None}
     hparams.update(_key_values("--opt", opt))
@@ -170,7 +170,7 @@ def run(
     if resolve_only:
         return config, config.train.machines * nodes
     if config.train.machines > 1 or nodes > 1:  # a recipe's workers: start their server now (a no-op when started above)
-        _start_workers_server(nodes, master_port, validate_only)
+        _start_workers_server(validate_only)
     from repro import cluster
 
     placement = cluster.outside_launcher()  # started by torchrun / a multi-task srun: join as that rank
@@ -231,7 +231,7 @@ def run(
              saving)
 
 
-def _start_workers_server(nodes: int, master_port: Optional[int], only_checking: bool) -> None:
+def _start_workers_server(only_checking: bool) -> None:
     """Local workers fork from a server that imports torch once (repro/forkserver.py); starting it first lets it
     import on another core while this process resolves the settings and prepares the data."""
     from repro import cluster, forkserver

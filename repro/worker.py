@@ -179,16 +179,17 @@ def save_states(state: dict, rank: int, world: int, shards: Path | None, epoch: 
         states = gather_states(state, rank, world)
         return write(states) if rank == 0 else None
     try:
-        outcome = checkpoint.save_shard(shards, epoch, identity, rank, state, step=step)
+        outcome: str | checkpoint.CheckpointError = checkpoint.save_shard(shards, epoch, identity, rank, state,
+                                                                          step=step)
     except checkpoint.CheckpointError as e:
         outcome = e
     outcomes = [None] * world if rank == 0 else None
-    dist.gather_object(outcome if isinstance(outcome, str) else f"error: {outcome}", outcomes, dst=0)  # names only
+    dist.gather_object(outcome, outcomes, dst=0)  # file names (or the error): the states stay where they are
     if rank != 0:
         return None
-    failed = [o for o in outcomes if o.startswith("error: ")]
+    failed = [o for o in outcomes if isinstance(o, checkpoint.CheckpointError)]
     if failed:
-        raise checkpoint.CheckpointError(failed[0][len("error: "):])
+        raise failed[0]
     return write(outcomes)
 
 
@@ -257,7 +258,7 @@ def run_worker(spec: dict) -> dict:
             path = save_states(trainer.state_dict(), rank, world, shards, trainer.epoch, step, identity, write)
             if path is not None and not said and not spec.get("quiet"):
                 said.append(path)
-                size = checkpoint.total_size(path, checkpoint.load(path) if shards is not None else None)
+                size = checkpoint.total_size(path)
                 print(f"checkpoint {path.name}: {checkpoint.size_text(size)} (the newest "
                       f"{spec.get('keep_checkpoints', 1)} kept in {path.parent})", file=sys.stderr)
 
