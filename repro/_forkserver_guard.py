@@ -1,5 +1,15 @@
-"""Imported only by the workers' forkserver (repro/launch.py preloads it): the forkserver ends when the launcher
-ends, however it ends, and the workers (which end with their parent, see worker.die_with_parent) go with it."""
+"""Imported only by the workers' forkserver, after the rest of its preload (repro/forkserver.py):
+
+- the forkserver ends when the launcher ends, however it ends, and the workers (which end with their parent, see
+  worker.die_with_parent) go with it;
+- the objects the preload created (torch's modules, functions, docstrings: about 180 MB) move to the garbage
+  collector's permanent generation. A worker's collections then never write to them, so the pages a worker shares
+  with the server stay shared instead of being copied into every worker (about 80 MB each at the first full
+  collection; the gc.freeze() recipe of the Python documentation for processes that fork without exec)."""
+import gc
+
 from repro.worker import die_with_parent
 
 die_with_parent()
+gc.collect()  # what the imports left as garbage is freed now, not frozen
+gc.freeze()
