@@ -128,3 +128,27 @@ def test_resume_refuses_bad_input(tmp_path, tiny_corpus):
     (next((run / "checkpoints").iterdir())).write_bytes(b"not a checkpoint")
     corrupt = run_repro("resume", run, "--epochs", "3")
     assert corrupt.returncode == 2 and corrupt.stderr.count("\n") == 1 and "unreadable" in corrupt.stderr
+
+
+def test_a_rank_that_cannot_write_its_file_fails_the_save_and_keeps_the_previous_checkpoint(tmp_path, tiny_corpus):
+    """Rank 1 (not the rank that writes the checkpoint's own file) cannot write its state: the run stops with one
+    line naming that file, the checkpoint of the epoch before stays whole and resumable, and nothing names the
+    failed epoch as saved."""
+    done = run_repro("run", "lstm-text", "--data-dir", tiny_corpus, *TINY[:-2], "--epochs", "1", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = _run_dir(tmp_path)
+    blocked = run / "checkpoints" / "epoch00002.rank00001.pt"
+    blocked.mkdir()  # a directory where rank 1's file of epoch 2 goes: its rename fails
+    failed = run_repro("resume", run, "--epochs", "2", "--quiet", timeout=600)
+    assert failed.returncode != 0
+    (line,) = failed.stderr.strip().splitlines()
+    assert f"cannot write checkpoint {blocked}" in line and "the previous checkpoint is kept" in line, line
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    assert [p.name for p in checkpoint.existing(run)] == ["epoch00001.pt"]
+    states = checkpoint.load(checkpoint.existing(run)[0], json.loads((run / "config.json").read_text())["identity"],
+                             2, check_ranks=True)
+    assert len(states["ranks"]) == 2
+    blocked.rmdir()
+    resumed = run_repro("resume", run, "--epochs", "2", "--quiet", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(pd.read_csv(run / "metrics.csv")) == 2
