@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 MIN_SEEDS = 3
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -106,13 +106,26 @@ def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
     return delta - half, delta + half, df
 
 
+class Unit(NamedTuple):
+    """How an interval is printed: values times ``scale``, then ``name`` (accuracy as a fraction -> points)."""
+    scale: float = 1.0
+    name: str = ""
+
+
+POINTS = Unit(100.0, " points")  # accuracies are fractions in the logs and percent in the report
+
+
+def _interval(kind: str, low: float, high: float, df: float, unit: Unit) -> str:
+    return f"{kind} 95% CI [{low * unit.scale:.4g}, {high * unit.scale:.4g}]{unit.name} (Welch, df {df:.1f})"
+
+
 def _enough(a, b) -> str | None:
     if min(len(a), len(b)) < MIN_SEEDS:
         return f"fewer than {MIN_SEEDS} seeds (n = {len(a)} and {len(b)})"
     return None
 
 
-def better(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> tuple[str, str]:
+def better(a: Sequence[float], b: Sequence[float], higher_is_better: bool, unit: Unit = Unit()) -> tuple[str, str]:
     """Is a better than b? (outcome, interval text)"""
     short = _enough(a, b)
     if short:
@@ -120,7 +133,7 @@ def better(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> tu
     low, high, df = welch_interval(a, b)
     if not higher_is_better:
         low, high = -high, -low  # the interval of the improvement
-    text = f"improvement 95% CI [{low:.4g}, {high:.4g}] (Welch, df {df:.1f})"
+    text = _interval("improvement", low, high, df, unit)
     if low > 0:
         return REPRODUCED, text
     if high < 0:
@@ -128,13 +141,13 @@ def better(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> tu
     return INCONCLUSIVE, text
 
 
-def within(a: Sequence[float], b: Sequence[float], tolerance: float) -> tuple[str, str]:
+def within(a: Sequence[float], b: Sequence[float], tolerance: float, unit: Unit = Unit()) -> tuple[str, str]:
     """Is |mean(a) - mean(b)| within ``tolerance``? (outcome, interval text)"""
     short = _enough(a, b)
     if short:
         return INCONCLUSIVE, short
     low, high, df = welch_interval(a, b)
-    text = f"difference 95% CI [{low:.4g}, {high:.4g}] (Welch, df {df:.1f}), tolerance ±{tolerance:.4g}"
+    text = _interval("difference", low, high, df, unit) + f", tolerance ±{tolerance * unit.scale:.4g}{unit.name}"
     if -tolerance <= low and high <= tolerance:
         return REPRODUCED, text
     if high < -tolerance or low > tolerance:
@@ -142,7 +155,8 @@ def within(a: Sequence[float], b: Sequence[float], tolerance: float) -> tuple[st
     return INCONCLUSIVE, text
 
 
-def at_least(a: Sequence[float], b: Sequence[float], margin: float, higher_is_better: bool) -> tuple[str, str]:
+def at_least(a: Sequence[float], b: Sequence[float], margin: float, higher_is_better: bool,
+             unit: Unit = Unit()) -> tuple[str, str]:
     """Is a no worse than b by more than ``margin``? (outcome, interval text)"""
     short = _enough(a, b)
     if short:
@@ -150,7 +164,7 @@ def at_least(a: Sequence[float], b: Sequence[float], margin: float, higher_is_be
     low, high, df = welch_interval(a, b)
     if not higher_is_better:
         low, high = -high, -low
-    text = f"advantage 95% CI [{low:.4g}, {high:.4g}] (Welch, df {df:.1f}), margin {margin:.4g}"
+    text = _interval("advantage", low, high, df, unit) + f", margin {margin * unit.scale:.4g}{unit.name}"
     if low >= -margin:
         return REPRODUCED, text
     if high < -margin:

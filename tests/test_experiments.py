@@ -36,6 +36,14 @@ def test_rules_give_all_three_verdicts_and_need_three_seeds():
     assert claims.combine([claims.REPRODUCED, claims.NOT_REPRODUCED]) == claims.NOT_REPRODUCED
 
 
+def test_an_interval_of_accuracies_prints_in_the_units_of_the_measured_numbers():
+    # accuracies are fractions in the logs and percent beside the verdict; the interval must say the same units
+    outcome, text = claims.within([0.90, 0.91, 0.92], [0.905, 0.91, 0.915], 0.05, unit=claims.POINTS)
+    assert outcome == claims.REPRODUCED
+    assert text.startswith("difference 95% CI [-2.") and "] points (Welch" in text and "tolerance ±5 points" in text
+    assert "margin 1 points" in claims.at_least([0.8] * 3, [0.81] * 3, 0.01, True, unit=claims.POINTS)[1]
+
+
 @pytest.mark.slow  # resolves dozens of settings through the command line
 def test_every_experiment_resolves_to_distinct_settings_with_a_reason_and_claims(tmp_path):
     for name in EXPERIMENTS.names():

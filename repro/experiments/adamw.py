@@ -32,14 +32,14 @@ def _best(ev: Evidence, optimizer: str, prefix: str = "") -> tuple[str | None, l
 
 def judge_adamw_better(ev: Evidence) -> Verdict:
     (wl, w), (al, a) = _best(ev, "adamw"), _best(ev, "adam-l2")
-    outcome, interval = claims.better(w, a, higher_is_better=True)
+    outcome, interval = claims.better(w, a, higher_is_better=True, unit=claims.POINTS)
     return Verdict(outcome, f"best cells' test accuracy %: {claims.describe(str(wl), w, 100)} vs "
                             f"{claims.describe(str(al), a, 100)}", interval)
 
 
 def judge_equal_with_bn(ev: Evidence) -> Verdict:
     (wl, w), (al, a) = _best(ev, "adamw"), _best(ev, "adam-l2")
-    outcome, interval = claims.within(w, a, 0.01)
+    outcome, interval = claims.within(w, a, 0.01, unit=claims.POINTS)
     return Verdict(outcome, f"best cells' test accuracy %: {claims.describe(str(wl), w, 100)} vs "
                             f"{claims.describe(str(al), a, 100)}", interval)
 
@@ -75,9 +75,9 @@ def judge_scale_free(ev: Evidence) -> Verdict:
                             f"{NAMES[opt]} x{mult}: {claims.mean_std(scaled)[0] * 100:.2f} vs x1 "
                             f"{claims.mean_std(base)[0] * 100 if base else float('nan'):.2f}")
             if opt == "adamw":  # unchanged within 1 point
-                outcome, interval = claims.within(scaled, base, 0.01)
+                outcome, interval = claims.within(scaled, base, 0.01, unit=claims.POINTS)
             else:  # changed: the difference's interval excludes 0 (either direction)
-                outcome, interval = claims.within(scaled, base, 0.0)
+                outcome, interval = claims.within(scaled, base, 0.0, unit=claims.POINTS)
                 outcome = {claims.NOT_REPRODUCED: claims.REPRODUCED, claims.REPRODUCED: claims.NOT_REPRODUCED}.get(
                     outcome, claims.INCONCLUSIVE)
             parts.append(outcome)

@@ -32,7 +32,7 @@ def judge_match(ev: Evidence) -> Verdict:
     if best is None:
         return Verdict(claims.INCONCLUSIVE, claims.describe("SGDOL test acc", sgdol, 100), "no baseline run")
     tuned = ev.final(best, "test_acc")
-    outcome, interval = claims.at_least(sgdol, tuned, margin=0.01, higher_is_better=True)
+    outcome, interval = claims.at_least(sgdol, tuned, margin=0.01, higher_is_better=True, unit=claims.POINTS)
     measured = f"{claims.describe('SGDOL test acc %', sgdol, 100)} vs {claims.describe(f'best baseline ({best})', tuned, 100)}"
     return Verdict(outcome, measured, interval)
 

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from repro.figures import FIGURES, save_figure  # noqa: E402
@@ -57,6 +58,7 @@ def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
         ax.set_xscale("log")
         depths = sorted(table["depth"].unique())
         ax.set_xticks(depths, [str(d) for d in depths])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a log axis labels its minor ticks (3x10^1) otherwise
         ax.set_xlabel("ResNet depth")
         ax.set_ylabel("best final test error (%)")
         ax.set_title("with BN" if bn else "without BN")
@@ -66,5 +68,6 @@ def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
     fig.tight_layout()
     stem = out / "adamw-depth"
     paths = save_figure(fig, stem)
-    table.to_csv(stem.with_suffix(".csv"), index=False)
+    table.rename(columns={"mean": "test_error_pct_mean", "std": "test_error_pct_std"}).to_csv(
+        stem.with_suffix(".csv"), index=False)
     return [*paths, stem.with_suffix(".csv")]
