@@ -6,36 +6,44 @@ import sys
 import textwrap
 
 
-def test_a_workers_garbage_collection_leaves_the_servers_pages_shared(tmp_path):
+def run_in_forked_worker(tmp_path, measure: str) -> subprocess.CompletedProcess:
+    """Runs ``measure(queue)`` (source defining it) in a worker forked from repro's server, prints what it puts on the
+    queue, then stops the server the way it ends after a run (it reads EOF, tears down, exits)."""
     script = tmp_path / "probe.py"
-    script.write_text(textwrap.dedent("""
-        import gc
-        import multiprocessing
-        import multiprocessing.forkserver
+    script.write_text(textwrap.dedent(measure) + textwrap.dedent("""
+        if __name__ == "__main__":
+            import multiprocessing
+            import multiprocessing.forkserver
 
-        from repro import forkserver
+            from repro import forkserver
+
+            context = multiprocessing.get_context(forkserver.start_method())
+            queue = context.Queue()
+            worker = context.Process(target=measure, args=(queue,))
+            worker.start()
+            print(*queue.get())
+            worker.join()
+            multiprocessing.forkserver._forkserver._stop()
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_workers_garbage_collection_leaves_the_servers_pages_shared(tmp_path):
+    result = run_in_forked_worker(tmp_path, """
+        import gc
 
         def private_dirty_mb():
             for line in open("/proc/self/smaps_rollup"):
                 if line.startswith("Private_Dirty:"):
                     return int(line.split()[1]) / 1024
 
-        def collect(queue):
+        def measure(queue):
             before = private_dirty_mb()
             gc.collect()  # a full collection, as a training loop makes sooner or later
             queue.put((gc.get_freeze_count(), private_dirty_mb() - before))
-
-        if __name__ == "__main__":
-            context = multiprocessing.get_context(forkserver.start_method())
-            queue = context.Queue()
-            worker = context.Process(target=collect, args=(queue,))
-            worker.start()
-            print(*queue.get())
-            worker.join()
-            multiprocessing.forkserver._forkserver._stop()  # the server's own end: it reads EOF, tears down, exits
-    """))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    """)
     frozen, copied_mb = result.stdout.split()
     assert float(copied_mb) < 20  # ~80 MB copied into every worker without the freeze
     assert int(frozen) > 100_000  # torch's objects, frozen in the server
@@ -47,35 +55,18 @@ def test_a_workers_garbage_collection_leaves_the_servers_pages_shared(tmp_path):
 def test_a_workers_freed_tensor_memory_goes_back_to_the_system(tmp_path):
     # glibc's default serves a large block from its heap once a large block was freed, and keeps it when it is freed
     # again: ~95 MB more per quick-LM worker at its peak. The server starts with WORKER_MALLOC instead.
-    script = tmp_path / "probe.py"
-    script.write_text(textwrap.dedent("""
-        import multiprocessing
-        import multiprocessing.forkserver
-
-        from repro import forkserver
-
+    result = run_in_forked_worker(tmp_path, """
         def rss_mb():
             for line in open("/proc/self/status"):
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
 
-        def churn(queue):
+        def measure(queue):
             import torch
             before = rss_mb()
             for _ in range(3):  # the second and later blocks come from the heap under glibc's default
                 block = torch.ones(5 * 2**20)  # 20 MB, written
                 del block
-            queue.put(rss_mb() - before)
-
-        if __name__ == "__main__":
-            context = multiprocessing.get_context(forkserver.start_method())
-            queue = context.Queue()
-            worker = context.Process(target=churn, args=(queue,))
-            worker.start()
-            print(queue.get())
-            worker.join()
-            multiprocessing.forkserver._forkserver._stop()
-    """))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+            queue.put((rss_mb() - before,))
+    """)
     assert float(result.stdout) < 8  # 20 MB kept without WORKER_MALLOC
