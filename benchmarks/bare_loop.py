@@ -15,6 +15,9 @@ draw a batch, forward, loss, backward, `optimizer.step(closure)`; no repro train
 logging or checkpoints. A closure, as torch's own two-gradient optimizers need: SGDOL calls it twice per step, each
 call on a fresh batch (the quick recipe's pairing), so samples per step = 2 x batch there.
 
+Copies (the speed-up section's ceiling): --copies N --barrier DIR runs this as one of N independent copies started
+together, each after its warm-up step waiting in DIR until all N are warm, so that the timed steps of all overlap.
+
 Timing: one warm-up step, then --steps steps. Prints training samples/s over the --steps steps after the warm-up
 (steady state) and over all --steps + 1 steps from the first (which is what `repro run --max-steps STEPS+1` reports
 as `wall_seconds`: its training clock starts before the first, cold step). Threads: the node's cores
@@ -131,8 +134,20 @@ def image_classifier(task_cls, o, device, seed: int):
 
 
 # -- the loop ----------------------------------------------------------------------------------------------------------
-def train(model, next_batch, loss_of, optimizer, steps: int, samples_of, device) -> dict:
-    """1 warm-up step + ``steps`` timed steps of the plain loop; seconds and samples of both spans."""
+def wait_for_copies(barrier: Path, copies: int, timeout_s: float = 600.0) -> None:
+    """Mark this copy warm in ``barrier`` and wait until ``copies`` copies are."""
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / f"warm-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(barrier.glob("warm-*"))) < copies:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bare_loop: {copies} copies not all warm after {timeout_s:.0f} s")
+        time.sleep(0.01)
+
+
+def train(model, next_batch, loss_of, optimizer, steps: int, samples_of, device, after_warmup=None) -> dict:
+    """1 warm-up step + ``steps`` timed steps of the plain loop; seconds and samples of both spans
+    (``after_warmup()`` runs between them, outside both)."""
     counted = {"samples": 0}
 
     def closure():  # one gradient evaluation on a fresh batch
@@ -153,12 +168,16 @@ def train(model, next_batch, loss_of, optimizer, steps: int, samples_of, device)
     optimizer.step(closure)  # warm-up: first-call allocations, optimizer state
     sync()
     t1, warm_samples = time.perf_counter(), counted["samples"]
+    if after_warmup is not None:
+        after_warmup()
+        t1 = time.perf_counter()
     for _ in range(steps):
         optimizer.step(closure)
     sync()
     t2 = time.perf_counter()
     timed = counted["samples"] - warm_samples
-    return {"steps": steps, "seconds": t2 - t1, "samples": timed, "samples_per_s": timed / (t2 - t1),
+    return {"steps": steps, "started_at": time.time() - (t2 - t1), "seconds": t2 - t1, "samples": timed,
+            "samples_per_s": timed / (t2 - t1),
             "steps_with_warmup": steps + 1, "seconds_with_warmup": t2 - t0, "samples_with_warmup": counted["samples"],
             "samples_per_s_with_warmup": counted["samples"] / (t2 - t0)}
 
@@ -213,7 +232,7 @@ def build_all(task: str, preset: str, data_dir: str | None, task_options: dict |
 
 
 def run(task: str, steps: int, data_dir: str | None = None, task_options: dict | None = None,
-        preset: str = "quick") -> dict:
+        preset: str = "quick", after_warmup=None) -> dict:
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cpu":  # as a one-worker `repro run`: all of the node's cores (REPRO_THREADS if set)
         torch.set_num_threads(int(os.environ.get("REPRO_THREADS") or os.cpu_count() or 1))
@@ -222,7 +241,7 @@ def run(task: str, steps: int, data_dir: str | None = None, task_options: dict |
         samples_of = lambda batch: batch[1].numel()  # noqa: E731 - tokens
     else:
         samples_of = lambda batch: len(batch[1])  # noqa: E731 - images
-    result = train(model, next_batch, loss_of, optimizer, steps, samples_of, device)
+    result = train(model, next_batch, loss_of, optimizer, steps, samples_of, device, after_warmup)
     return {"task": task, "preset": preset, "optimizer": config.optimizer.name, "device": str(device),
             "threads": torch.get_num_threads(), "torch": torch.__version__, **result}
 
@@ -247,6 +266,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                         help="a task option, as `repro run --set` (e.g. data_format=jpeg)")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line (last line)")
+    parser.add_argument("--copies", type=int, default=1, help="with --barrier: how many copies start together")
+    parser.add_argument("--barrier", type=Path, help="a folder the --copies copies meet in after their warm-up step")
     parser.add_argument("--footprint", action="store_true",
                         help="instead of timing: one step's parameters, gradients, optimizer state and activations "
                              "in MB, as one JSON line")
@@ -256,7 +277,10 @@ def main() -> None:
         return
     if args.steps < 1:
         parser.error("--steps must be >= 1")
-    r = run(args.task, args.steps, args.data_dir, dict(args.set), args.preset)
+    if args.copies < 1 or (args.copies > 1 and args.barrier is None):
+        parser.error("--copies needs a count >= 1 and, above 1, --barrier")
+    meet = (lambda: wait_for_copies(args.barrier, args.copies)) if args.barrier else None
+    r = run(args.task, args.steps, args.data_dir, dict(args.set), args.preset, after_warmup=meet)
     print(f"bare loop, {r['task']} ({r['preset']}, {r['optimizer']}, {r['device']}, {r['threads']} threads): "
           f"{r['steps']} steps after 1 warm-up step in {r['seconds']:.2f} s = {r['samples_per_s']:.1f} samples/s; "
           f"all {r['steps_with_warmup']} steps from the first: {r['seconds_with_warmup']:.2f} s = "

@@ -27,7 +27,10 @@ value, unit, baseline, ratio, goal, note; the machine's facts are the rows of se
             tree (launcher, forkserver, workers): the largest sum of PSS seen at one poll, and the sum of the peak
             RSSs (which counts shared pages once per process). Ratios total(N) / total(1).
   speedup   aggregate training samples/s of 1, 2, 4, 8 workers of the quick LM with --sync none on this box (each
-            worker its own shard; cores shared: max(1, cores // workers) threads each), ratios to 1 worker.
+            worker its own shard; cores shared: max(1, cores // workers) threads each), ratios to 1 worker; beside
+            it the ceiling the machine and PyTorch allow: as many independent copies of bare_loop.py, threads
+            divided the same way, started together (their timed steps overlap), ratio to 1 copy, and repro's ratio
+            / the ceiling's.
   buckets   benchmarks/every_step_buckets.py: the every-step baseline's flat all-reduce against DDP's buckets.
   celgc     benchmarks/celgc_speed.py: CELGC (periodic averaging) against averaging gradients every step.
 
@@ -227,6 +230,36 @@ class Runner:
             tail = "\n".join(output.splitlines()[-15:])
             raise Failed(f"{label} exited {proc.returncode}: {' '.join(map(str, cmd))}\n{tail}")
         return seconds, output
+
+    def run_many(self, cmds: list[list[str]], label: str, env: dict | None = None) -> list[str]:
+        """The outputs of ``cmds`` run at the same time (each in its own session and log)."""
+        self.count += 1
+        logs = [self.logs / f"{self.count:03d}-{label.replace(' ', '_')[:50]}-{i}.log" for i in range(len(cmds))]
+        procs = []
+        try:
+            for cmd, log_path in zip(cmds, logs):
+                with open(log_path, "w") as log:
+                    procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                                  start_new_session=True, env=env or self.env))
+                self.live.append(procs[-1])
+            deadline = time.perf_counter() + self.timeout
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+                except subprocess.TimeoutExpired:
+                    raise Failed(f"{label}: no result after {self.timeout:.0f} s (--timeout); logs {logs[0]} ...")
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    self._stop(proc)
+                    self.stopped += 1
+                self.live.remove(proc)
+        outputs = [path.read_text(errors="replace") for path in logs]
+        for cmd, proc, output in zip(cmds, procs, outputs):
+            if proc.returncode != 0:
+                tail = "\n".join(output.splitlines()[-15:])
+                raise Failed(f"{label} exited {proc.returncode}: {' '.join(map(str, cmd))}\n{tail}")
+        return outputs
 
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
@@ -441,21 +474,46 @@ class Suite:
 
     def speedup(self) -> None:
         a = self.args
-        rates = defaultdict(list)
+        rates, ceiling = defaultdict(list), defaultdict(list)
         for r in range(a.repeats):
             for workers in a.speedup_workers:
                 res = self.repro_run("lstm-ptb", workers, a.speedup_steps, ["--sync", "none", *MANY_EPOCHS],
                                      f"speedup {workers} workers")
                 rates[workers].append(workers * res["samples_per_s"])  # rank 0's rate x workers (same steps each)
+                ceiling[workers].append(self.bare_copies("lstm-ptb", workers, a.speedup_steps))
                 say(f"speedup #{r + 1}/{a.repeats}: {workers} worker{'s' if workers > 1 else ''}: "
-                    f"{rates[workers][-1]:.0f} tok/s in total")
-        base = median(rates[a.speedup_workers[0]])
+                    f"{rates[workers][-1]:.0f} tok/s in total; {workers} bare loop cop{'ies' if workers > 1 else 'y'}"
+                    f": {ceiling[workers][-1]:.0f} tok/s")
+        base, bare_base = median(rates[a.speedup_workers[0]]), median(ceiling[a.speedup_workers[0]])
         for workers in a.speedup_workers:
-            value = median(rates[workers])
+            value, bare = median(rates[workers]), median(ceiling[workers])
             efficiency = ratio(value, base * workers / a.speedup_workers[0]) or 0.0
-            self.add(Row("speedup", f"lstm-ptb N={workers}", "aggregate samples/s", value, "tok/s", base,
-                         ratio(value, base), note=f"median of {len(rates[workers])}, {a.speedup_steps} steps per "
-                         f"worker, --sync none; efficiency (ratio / workers) {efficiency:.2f}"))
+            config = f"lstm-ptb N={workers}"
+            self.add(Row("speedup", config, "aggregate samples/s", value, "tok/s", base,
+                         ratio(value, base), ">= 1.1" if workers == 4 else "",
+                         note=f"median of {len(rates[workers])}, {a.speedup_steps} steps per "
+                         f"worker, --sync none; efficiency (ratio / workers) {efficiency:.2f}"),
+                     Row("speedup", config, "bare loop copies samples/s (ceiling)", bare, "tok/s", bare_base,
+                         ratio(bare, bare_base), note=f"median of {len(ceiling[workers])}: {workers} independent "
+                         f"bare_loop.py copies, {self.threads(workers)} thread(s) each, timed steps overlapping"))
+            speedup, most = ratio(value, base), ratio(bare, bare_base)
+            if speedup is not None and most:
+                self.add(Row("speedup", config, "repro speed-up / ceiling speed-up", speedup, "", most,
+                             speedup / most, note="how much of what the machine allows N processes repro gets"))
+
+    def threads(self, workers: int) -> int:
+        budget = int(self.args.threads or os.cpu_count() or 1)
+        return max(1, budget // workers)  # as repro divides a node's cores among its workers
+
+    def bare_copies(self, task: str, copies: int, steps: int) -> float:
+        """Aggregate samples/s of ``copies`` bare loops started together, each with its share of the cores."""
+        barrier = self.tmp / f"barrier{self.runs:03d}-{copies}"
+        self.runs += 1
+        cmd = [sys.executable, str(BENCH / "bare_loop.py"), task, "--steps", str(steps), "--json",
+               "--copies", str(copies), "--barrier", str(barrier), *self.data_flags(task)]
+        env = {**(self.runner.env or os.environ), "REPRO_THREADS": str(self.threads(copies))}
+        outputs = self.runner.run_many([cmd] * copies, f"speedup {copies} bare copies", env)
+        return sum(json.loads(out.strip().splitlines()[-1])["samples_per_s"] for out in outputs)
 
     def buckets(self) -> None:
         a = self.args

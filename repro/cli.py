@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from repro.errors import UsageError
+from repro.errors import UsageError, WorkersFailed
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproduce CELGC (local gradient clipping), AdamW vs Adam-l2 and SGDOL benchmarks.")
@@ -120,6 +120,11 @@ def run(
     timeout: float = typer.Option(300.0, help="Seconds the workers wait for a peer that stopped responding before the run fails."),
     report: Optional[Path] = typer.Option(None, hidden=True, help="Write the run folder and final status here (sweeps)."),
 ):
+    given = dict(locals())
+    os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it from their server, started from here
+    if (not (validate_only or resolve_only) and _workers_asked(task, preset, from_run, machines, nodes) > 1
+            and _ran_in_server_child(run, given)):
+        return
     from repro import runlog, runspec
 
     if not task:  # some Typer/click pairs leave a missing required argument as None
@@ -127,7 +132,6 @@ def run(
     if not timeout > 0:
         raise UsageError(f"timeout must be > 0 seconds, got {timeout}")
     saving = _saving(keep_checkpoints, checkpoint_minutes)
-    os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it (setup_process)
     if (machines is not None and machines > 1) or nodes > 1:
         _start_workers_server(validate_only or resolve_only)
     hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay,
@@ -229,6 +233,48 @@ def run(
         run_dir = _make_run_dir(config, out, identity, world, nodes, quiet, report)
     _execute(config, run_dir, identity, None, quiet, report, nodes, node_rank, master_addr, master_port, run_id,
              saving)
+
+
+def _workers_asked(task: Optional[str], preset: Optional[str], from_run: Optional[Path], machines: Optional[int],
+                   nodes: int) -> int:
+    """Worker processes this node is asked for, judged without importing torch: the flag, else the recorded run's or
+    the recipe's (its default optimizer's); 1 where that takes resolving (resolve() decides anyway)."""
+    from repro import recipes
+
+    if nodes > 1:
+        return 2
+    if machines is not None:
+        return machines
+    try:
+        if from_run is not None:
+            recorded = from_run / "config.json" if from_run.is_dir() else from_run
+            return int(json.loads(recorded.read_text())["train"].get("machines", 1))
+        recipe = (recipes.RECIPES.get(task) if task in recipes.RECIPES.names() and preset is None
+                  else recipes.by_preset(task, preset or "quick", None))
+        return int(recipe.train.get("machines", 1))
+    except Exception:  # noqa: BLE001 - not a recipe, an unreadable run: resolve() says what is wrong
+        return 1
+
+
+def _ran_in_server_child(command, given: dict) -> bool:
+    """Whether ``command(**given)`` (this very command) ran, to its end, in a process forked from the workers' server
+    (exiting with its code when not 0): that server imported torch once for every worker, and this process then
+    never imports torch (repro/forkserver.py). False where workers come from elsewhere (torchrun, srun tasks), in
+    that child itself, or where the server cannot be asked: then the caller runs it."""
+    from repro import cluster, forkserver
+
+    if forkserver.in_server_child() or cluster.outside_launcher() is not None:
+        return False
+    code = forkserver.run_in_server_child(_exit_code_of_call, command, given)
+    if code is None:
+        return False
+    if code:
+        raise SystemExit(code)
+    return True
+
+
+def _exit_code_of_call(command, given: dict) -> int:
+    return _exit_code(lambda: command(**given))
 
 
 def _start_workers_server(only_checking: bool) -> None:
@@ -334,8 +380,11 @@ def resume(run_dir: Path = typer.Argument(..., help="The run folder to continue 
            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines.")):
     """Continue an interrupted run from its newest checkpoint with its recorded settings; the metrics continue the
     same metrics.csv and config.json records the resume."""
+    given = dict(locals())
     if not run_dir or not Path(run_dir).is_dir():
         raise UsageError(f"run folder {run_dir} does not exist")
+    if _workers_asked(None, None, Path(run_dir), None, 1) > 1 and _ran_in_server_child(resume, given):
+        return
     _resume_run(Path(run_dir), epochs, quiet, None, saving=_saving(keep_checkpoints, checkpoint_minutes))
 
 
@@ -635,11 +684,14 @@ def main() -> None:
 
 def _main() -> int:
     """The command's exit code: 0 done, 1 a failed run, 2 a usage error, 130/143 interrupted."""
-    from repro.launch import WorkersFailed
+    command = typer.main.get_command(app)
+    return _exit_code(lambda: command.main(sys.argv[1:] or ["--help"], prog_name="repro", standalone_mode=False))
 
+
+def _exit_code(command) -> int:
+    """``command()``'s outcome as an exit code; errors a user can fix as one line on stderr."""
     try:
-        command = typer.main.get_command(app)
-        command.main(sys.argv[1:] or ["--help"], prog_name="repro", standalone_mode=False)
+        command()
     except UsageError as e:
         print(f"repro: error: {e}", file=sys.stderr)
         return 2

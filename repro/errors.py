@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """Bad input (unknown name, invalid value, unreadable path...). Never shown with a traceback."""
+
+
+class WorkersFailed(RuntimeError):
+    """A worker process failed or was killed: one line naming the rank and where its traceback is (exit code 1)."""

@@ -21,11 +21,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from repro.errors import WorkersFailed  # noqa: F401 - raised here, caught by the CLI (which imports no torch)
 from repro.worker import worker_main
-
-
-class WorkersFailed(RuntimeError):
-    pass
 
 
 def free_port() -> int:

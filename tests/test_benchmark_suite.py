@@ -130,3 +130,20 @@ def test_bare_loop_follows_the_runs_trajectory(tmp_path, fashion_mnist_dir):
     bare.train(model, next_batch, loss_of, optimizer, steps - 1, lambda batch: len(batch[1]), torch.device("cpu"))
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, run_weights[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_bare_loop_copies_start_their_timed_steps_together(tmp_path, fashion_mnist_dir):
+    """The speed-up section's ceiling: copies started seconds apart still time overlapping steps (the barrier)."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bare_loop.py"), "convnet-fashion-mnist", "--steps", "2",
+           "--json", "--data-dir", str(fashion_mnist_dir), "--copies", "2", "--barrier", str(tmp_path / "meet")]
+    env = {**os.environ, "REPRO_THREADS": "1"}
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    time.sleep(4)  # longer than the 2 timed steps take
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    import json
+
+    starts = [json.loads(out.strip().splitlines()[-1])["started_at"] for out in outputs]
+    assert abs(starts[0] - starts[1]) < 1.0, starts

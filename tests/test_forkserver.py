@@ -1,9 +1,13 @@
 """The workers' forkserver (repro/forkserver.py): a worker forked from it shares the server's imported torch, a full
 garbage collection in the worker does not copy those pages (gc.freeze in the server), the worker returns the memory
 of freed tensors to the system, and the server ends silently."""
+import json
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def run_in_forked_worker(tmp_path, measure: str) -> subprocess.CompletedProcess:
@@ -70,3 +74,49 @@ def test_a_workers_freed_tensor_memory_goes_back_to_the_system(tmp_path):
             queue.put((rss_mb() - before,))
     """)
     assert float(result.stdout) < 8  # 20 MB kept without WORKER_MALLOC
+
+
+LAUNCHER = """
+import atexit
+import sys
+
+if __name__ == "__main__":
+    atexit.register(lambda: print("launcher imported torch:", "torch" in sys.modules, file=sys.stderr))
+    sys.argv = ["repro", *sys.argv[1:]]
+    from repro.cli import main
+
+    main()
+"""
+
+
+def _launch(tmp_path, *args):
+    script = tmp_path / "launcher.py"
+    script.write_text(LAUNCHER)
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_the_launcher_of_several_workers_never_imports_torch(tmp_path, tiny_corpus):
+    """Its torch work runs in a child of the workers' server (whose import of torch every worker shares); a second
+    import would cost ~300 MB of private memory. The run is whole; a usage error found there is still one line."""
+    tiny = ["--set", "emsize=16", "--set", "nhid=16", "--set", "bptt=5", "--batch-size", "4", "--quiet"]
+    done = _launch(tmp_path, "run", "lstm-text", "--machines", 2, "--max-steps", 4, "--data-dir", tiny_corpus,
+                   "--out", tmp_path / "out", *tiny)
+    assert done.returncode == 0, done.stderr
+    assert "launcher imported torch: False" in done.stderr
+    (run_dir,) = (tmp_path / "out" / "lstm-text").iterdir()
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
+
+    wrong = _launch(tmp_path, "run", "lstm-text", "--machines", 2, "--set", "no_such_option=1",
+                    "--data-dir", tiny_corpus, "--out", tmp_path / "out")
+    assert wrong.returncode == 2, wrong.stderr
+    assert "launcher imported torch: False" in wrong.stderr
+    errors = [line for line in wrong.stderr.splitlines() if not line.startswith("launcher imported")]
+    assert len(errors) == 1 and errors[0].startswith("repro: error:") and "no_such_option" in errors[0], wrong.stderr
+
+    alone = _launch(tmp_path, "run", "lstm-text", "--machines", 1, "--max-steps", 2, "--data-dir", tiny_corpus,
+                    "--out", tmp_path / "one", *tiny)
+    assert alone.returncode == 0 and "launcher imported torch: True" in alone.stderr  # one worker runs in it
