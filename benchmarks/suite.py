@@ -33,6 +33,8 @@ value, unit, baseline, ratio, goal, note; the machine's facts are the rows of se
             / the ceiling's.
   buckets   benchmarks/every_step_buckets.py: the every-step baseline's flat all-reduce against DDP's buckets.
   celgc     benchmarks/celgc_speed.py: CELGC (periodic averaging) against averaging gradients every step.
+  gpu       benchmarks/gpu.py where CUDA is available (else one row saying it was not measured): steps/s, GPU memory
+            and achieved / peak FLOP/s of ResNet-56 at batch 128 and the paper AWD-LSTM under each GPU switch.
 
 --quick runs 3 steps of each, one repeat, and 1 and 2 workers where the real sizes take 1, 4, 8 (memory) or 1, 2, 4,
 8 (speedup): it checks that every section still runs, its numbers mean nothing (the cold first step dominates).
@@ -64,7 +66,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-SECTIONS = ("overhead", "startup", "memory", "speedup", "buckets", "celgc")
+SECTIONS = ("overhead", "startup", "memory", "speedup", "buckets", "celgc", "gpu")
 OVERHEAD_TASKS = ("lstm-ptb", "resnet20-cifar10", "convnet-fashion-mnist")
 MEMORY_TASKS = ("resnet20-cifar10", "lstm-ptb")
 MANY_EPOCHS = ["--epochs", "100000"]  # --max-steps ends the run, not the recipe's epochs (5 for SGDOL: 150 steps)
@@ -500,6 +502,25 @@ class Suite:
             if speedup is not None and most:
                 self.add(Row("speedup", config, "repro speed-up / ceiling speed-up", speedup, "", most,
                              speedup / most, note="how much of what the machine allows N processes repro gets"))
+
+    def gpu(self) -> None:
+        _, found = self.runner.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                                   "gpu check")
+        if found.strip().splitlines()[-1] != "True":
+            self.add(Row("gpu", "", "not measured", "no CUDA device on this machine"))
+            return
+        table = self.tmp / "gpu.csv"
+        self.runner.run([sys.executable, str(BENCH / "gpu.py"), "--data-root", str(self.args.data_root),
+                         "--csv", str(table)], "gpu")
+        number = lambda text: float(text) if text else None  # noqa: E731 - empty: unknown
+        with open(table) as f:
+            for row in csv.DictReader(f):
+                config = f"{row['task']} {row['switch']}"
+                self.add(Row("gpu", config, "steps/s", number(row["steps_per_s"]), "steps/s", note=row["device"]),
+                         Row("gpu", config, "GPU memory (peak allocated)", number(row["gpu_memory_mb"]), "MB"),
+                         Row("gpu", config, "achieved TFLOP/s / peak", number(row["achieved_tflops"]), "TFLOP/s",
+                             number(row["peak_tflops"]), number(row["fraction_of_peak"]),
+                             note=f"{row['gflops_per_step']} GFLOP per step (torch.utils.flop_counter)"))
 
     def threads(self, workers: int) -> int:
         budget = int(self.args.threads or os.cpu_count() or 1)

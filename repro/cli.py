@@ -122,7 +122,7 @@ def run(
 ):
     given = dict(locals())
     os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it from their server, started from here
-    if (not (validate_only or resolve_only) and _workers_asked(task, preset, from_run, machines, nodes) > 1
+    if (not (validate_only or resolve_only) and _starts_worker_processes(task, preset, from_run, machines, nodes)
             and _ran_in_server_child(run, given)):
         return
     from repro import runlog, runspec
@@ -235,25 +235,24 @@ def run(
              saving)
 
 
-def _workers_asked(task: Optional[str], preset: Optional[str], from_run: Optional[Path], machines: Optional[int],
-                   nodes: int) -> int:
-    """Worker processes this node is asked for, judged without importing torch: the flag, else the recorded run's or
-    the recipe's (its default optimizer's); 1 where that takes resolving (resolve() decides anyway)."""
+def _starts_worker_processes(task: Optional[str], preset: Optional[str], from_run: Optional[Path],
+                             machines: Optional[int], nodes: int) -> bool:
+    """Whether this node will start worker processes (several nodes, or more than one worker here), judged without
+    importing torch: the flags, else the recorded run's or the recipe's (its default optimizer's) worker count;
+    False where only resolving could tell (the command then runs here, as with one worker)."""
     from repro import recipes
 
-    if nodes > 1:
-        return 2
-    if machines is not None:
-        return machines
+    if nodes > 1 or machines is not None:
+        return nodes > 1 or machines > 1
     try:
         if from_run is not None:
             recorded = from_run / "config.json" if from_run.is_dir() else from_run
-            return int(json.loads(recorded.read_text())["train"].get("machines", 1))
+            return int(json.loads(recorded.read_text())["train"].get("machines", 1)) > 1
         recipe = (recipes.RECIPES.get(task) if task in recipes.RECIPES.names() and preset is None
                   else recipes.by_preset(task, preset or "quick", None))
-        return int(recipe.train.get("machines", 1))
+        return int(recipe.train.get("machines", 1)) > 1
     except Exception:  # noqa: BLE001 - not a recipe, an unreadable run: resolve() says what is wrong
-        return 1
+        return False
 
 
 def _ran_in_server_child(command, given: dict) -> bool:
@@ -383,7 +382,7 @@ def resume(run_dir: Path = typer.Argument(..., help="The run folder to continue 
     given = dict(locals())
     if not run_dir or not Path(run_dir).is_dir():
         raise UsageError(f"run folder {run_dir} does not exist")
-    if _workers_asked(None, None, Path(run_dir), None, 1) > 1 and _ran_in_server_child(resume, given):
+    if _starts_worker_processes(None, None, Path(run_dir), None, 1) and _ran_in_server_child(resume, given):
         return
     _resume_run(Path(run_dir), epochs, quiet, None, saving=_saving(keep_checkpoints, checkpoint_minutes))
 

@@ -2,14 +2,15 @@
 
 The server imports torch, the worker code and what building a torch optimizer imports (torch._dynamo) once; every
 worker forks from it instead of importing them again, and nothing forks a process that may have touched CUDA.
-`start_early()` starts it before the launcher validates the settings and prepares the data, so that its imports
-run on another core meanwhile.
+Where the launcher validates the settings and prepares the data itself (not with `run_in_server_child`, below),
+`start_early()` starts the server before, so that its imports run on another core meanwhile.
 
 The server, and so every worker forked from it, starts with glibc's malloc told (WORKER_MALLOC) to give each block
 of 4 MiB or more its own mapping, returned to the system when freed, on huge pages. By default glibc raises that
 threshold after the first large free and serves later large tensors from its heap, which keeps them when they are
 freed: a quick-LM worker then holds about 95 MB more at its peak (8 workers: 2.8 GB instead of 2.0 GB in all).
-Huge pages make mapping the blocks again at every step cheap (4 KiB pages cost the LM ~20 % of its speed); a
+Huge pages make mapping the blocks again at every step cheap (4 KiB pages cost the LM ~20 % of its speed; with
+them 4 LM workers on 2 cores still run 5-10 % slower than with glibc's default: the price of the memory); a
 value the user sets in GLIBC_TUNABLES wins. A single worker runs in the launcher and keeps glibc's defaults."""
 from __future__ import annotations
 
@@ -91,8 +92,7 @@ def run_in_server_child(target, *args) -> int | None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    code = child.exitcode
-    return code if code is None or code >= 0 else 128 - code
+    return child.exitcode if child.exitcode >= 0 else 128 - child.exitcode
 
 
 def _server_child(state: dict, environ: dict, cwd: str, target, args) -> None:

@@ -147,3 +147,24 @@ def test_bare_loop_copies_start_their_timed_steps_together(tmp_path, fashion_mni
 
     starts = [json.loads(out.strip().splitlines()[-1])["started_at"] for out in outputs]
     assert abs(starts[0] - starts[1]) < 1.0, starts
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_gpu_benchmark_counts_the_lstms_flops_and_runs_without_a_gpu(tmp_path):
+    """benchmarks/gpu.py on the CPU (the GPU box is not always there): the paper AWD-LSTM's step is measured and its
+    FLOPs include the LSTM's matmuls (cuDNN's fused LSTM would hide them from the counter on a GPU)."""
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "ptb").is_dir():
+        pytest.fail(f"the offline PTB copy is missing: {SHARED_DATA / 'ptb'} (set REPRO_SHARED_DATA)")
+    out = tmp_path / "gpu.csv"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--tasks", "lstm-ptb", "--switches",
+                             "fp32", "--steps", "1", "--data-root", str(SHARED_DATA), "--csv", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (row,) = list(csv.DictReader(open(out)))
+    assert row["task"] == "lstm-ptb" and row["switch"] == "fp32" and float(row["steps_per_s"]) > 0
+    tokens, layers = 3 * 70, [(400, 1150), (1150, 1150), (1150, 400)]  # batch 3 x BPTT 70; (input, hidden) each
+    lstm_forward = sum(2 * 4 * hidden * (inputs + hidden) for inputs, hidden in layers) * tokens
+    assert float(row["gflops_per_step"]) * 1e9 > 3 * lstm_forward  # forward + backward (2x) at least
