@@ -170,7 +170,7 @@ def train(model, next_batch, loss_of, optimizer, steps: int, samples_of, device,
     t1, warm_samples = time.perf_counter(), counted["samples"]
     if after_warmup is not None:
         after_warmup()
-        t1 = time.perf_counter()
+        t0, t1 = t0 + time.perf_counter() - t1, time.perf_counter()  # the wait counts in neither span
     for _ in range(steps):
         optimizer.step(closure)
     sync()
