@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+import bare_loop  # beside this file (benchmarks/ is this script's sys.path[0]): the model, data and loop
 
 BENCH = Path(__file__).resolve().parent
 # Dense peaks in TFLOP/s from the vendors' data sheets: (FP32 on CUDA cores, TF32 on tensor cores).
@@ -38,14 +39,6 @@ PEAKS = {"H200": (67.0, 494.7), "H100 80GB HBM3": (67.0, 494.7), "H100 PCIe": (5
 MODELS = {"resnet56-cifar10": {"preset": "paper", "options": {"batch_size": 128}},
           "lstm-ptb": {"preset": "paper", "options": {"variable_bptt": False, "alpha": 0.0, "beta": 0.0}}}
 SWITCHES = ("fp32", "tf32", "tf32+channels_last", "tf32+compile")
-
-
-def bare_loop():
-    spec = importlib.util.spec_from_file_location("repro_bench_bare_loop", BENCH / "bare_loop.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def peak_tflops(device: torch.device, given: float | None, tf32: bool) -> float | None:
@@ -60,7 +53,7 @@ def peak_tflops(device: torch.device, given: float | None, tf32: bool) -> float 
     return None
 
 
-def measure(loop, task: str, switch: str, data_dir: str | None, steps: int, device: torch.device,
+def measure(task: str, switch: str, data_dir: str | None, steps: int, device: torch.device,
             peak: float | None, extra_options: dict | None = None) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -69,7 +62,7 @@ def measure(loop, task: str, switch: str, data_dir: str | None, steps: int, devi
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     setting = MODELS[task]
-    config, task_cls, model, next_batch, loss_of, optimizer = loop.build_all(
+    config, task_cls, model, next_batch, loss_of, optimizer = bare_loop.build_all(
         task, setting["preset"], data_dir, {**setting["options"], **(extra_options or {})}, device)
     if "channels_last" in parts:
         if hasattr(task_cls, "corpus_name"):
@@ -121,7 +114,6 @@ def main(argv=None) -> int:
     p.add_argument("--csv", type=Path, default=BENCH / "results" / "gpu.csv")
     args = p.parse_args(argv)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    loop = bare_loop()
     rows = []
     for task in [t for t in args.tasks.split(",") if t]:
         if task not in MODELS:
@@ -134,7 +126,7 @@ def main(argv=None) -> int:
         for switch in [s for s in args.switches.split(",") if s]:
             if switch not in SWITCHES:
                 p.error(f"unknown switch {switch!r} (known: {', '.join(SWITCHES)})")
-            row = measure(loop, task, switch, data_dir, args.steps, device, args.peak_tflops, extra)
+            row = measure(task, switch, data_dir, args.steps, device, args.peak_tflops, extra)
             if not row:
                 continue
             rows.append(row)

@@ -203,56 +203,41 @@ class Runner:
 
     def run(self, cmd: list[str], label: str, poll=None, interval: float = 0.2) -> tuple[float, str]:
         """(wall seconds, output); ``poll(pid)`` is called every ``interval`` seconds while it runs."""
-        self.count += 1
-        log_path = self.logs / f"{self.count:03d}-{label.replace(' ', '_').replace('/', '_')[:60]}.log"
-        with open(log_path, "w") as log:
-            start = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=self.env)
-            self.live.append(proc)
-            try:
-                while True:
-                    if poll is not None:
-                        poll(proc.pid)
-                    try:
-                        proc.wait(timeout=interval if poll is not None else 1.0)
-                        break
-                    except subprocess.TimeoutExpired:
-                        if time.perf_counter() - start > self.timeout:
-                            self._stop(proc)
-                            raise Failed(f"{label}: no result after {self.timeout:.0f} s (--timeout); log {log_path}")
-                seconds = time.perf_counter() - start
-            finally:
-                if proc.poll() is None:  # interrupted (Ctrl-C, SIGTERM) or timed out
-                    self._stop(proc)
-                    self.stopped += 1
-                self.live.remove(proc)
-        output = log_path.read_text(errors="replace")
-        if proc.returncode != 0:
-            tail = "\n".join(output.splitlines()[-15:])
-            raise Failed(f"{label} exited {proc.returncode}: {' '.join(map(str, cmd))}\n{tail}")
+        seconds, (output,) = self.run_together([cmd], label, poll=poll, interval=interval)
         return seconds, output
 
-    def run_many(self, cmds: list[list[str]], label: str, env: dict | None = None) -> list[str]:
-        """The outputs of ``cmds`` run at the same time (each in its own session and log)."""
+    def run_together(self, cmds: list[list[str]], label: str, env: dict | None = None, poll=None,
+                     interval: float = 0.2) -> tuple[float, list[str]]:
+        """(wall seconds until the last ends, outputs) of ``cmds`` started at once, each in its own session and log;
+        ``poll(pid)`` is called with the first one's pid every ``interval`` seconds while it runs."""
         self.count += 1
-        logs = [self.logs / f"{self.count:03d}-{label.replace(' ', '_')[:50]}-{i}.log" for i in range(len(cmds))]
-        procs = []
+        name = f"{self.count:03d}-{label.replace(' ', '_').replace('/', '_')[:60]}"
+        logs = [self.logs / (f"{name}.log" if len(cmds) == 1 else f"{name}-{i}.log") for i in range(len(cmds))]
+        procs: list[subprocess.Popen] = []
+        start = time.perf_counter()
         try:
             for cmd, log_path in zip(cmds, logs):
                 with open(log_path, "w") as log:
                     procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                                   start_new_session=True, env=env or self.env))
                 self.live.append(procs[-1])
-            deadline = time.perf_counter() + self.timeout
-            for proc in procs:
+            while True:
+                running = [proc for proc in procs if proc.poll() is None]
+                if not running:
+                    break
+                if poll is not None:
+                    poll(procs[0].pid)
                 try:
-                    proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+                    running[0].wait(timeout=interval if poll is not None else 1.0)
                 except subprocess.TimeoutExpired:
-                    raise Failed(f"{label}: no result after {self.timeout:.0f} s (--timeout); logs {logs[0]} ...")
+                    if time.perf_counter() - start > self.timeout:
+                        for proc in running:
+                            self._stop(proc)
+                        raise Failed(f"{label}: no result after {self.timeout:.0f} s (--timeout); log {logs[0]}")
+            seconds = time.perf_counter() - start
         finally:
             for proc in procs:
-                if proc.poll() is None:
+                if proc.poll() is None:  # interrupted (Ctrl-C, SIGTERM) or timed out
                     self._stop(proc)
                     self.stopped += 1
                 self.live.remove(proc)
@@ -261,7 +246,7 @@ class Runner:
             if proc.returncode != 0:
                 tail = "\n".join(output.splitlines()[-15:])
                 raise Failed(f"{label} exited {proc.returncode}: {' '.join(map(str, cmd))}\n{tail}")
-        return outputs
+        return seconds, outputs
 
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
@@ -533,7 +518,7 @@ class Suite:
         cmd = [sys.executable, str(BENCH / "bare_loop.py"), task, "--steps", str(steps), "--json",
                "--copies", str(copies), "--barrier", str(barrier), *self.data_flags(task)]
         env = {**(self.runner.env or os.environ), "REPRO_THREADS": str(self.threads(copies))}
-        outputs = self.runner.run_many([cmd] * copies, f"speedup {copies} bare copies", env)
+        _, outputs = self.runner.run_together([cmd] * copies, f"speedup {copies} bare copies", env)
         return sum(json.loads(out.strip().splitlines()[-1])["samples_per_s"] for out in outputs)
 
     def buckets(self) -> None:

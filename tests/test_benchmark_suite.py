@@ -2,6 +2,7 @@
 the suite end to end (slow). Timings are never asserted: they depend on the machine and its load."""
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -143,8 +144,6 @@ def test_bare_loop_copies_start_their_timed_steps_together(tmp_path, fashion_mni
     second = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    import json
-
     starts = [json.loads(out.strip().splitlines()[-1])["started_at"] for out in outputs]
     assert abs(starts[0] - starts[1]) < 1.0, starts
 
