@@ -30,7 +30,9 @@ value, unit, baseline, ratio, goal, note; the machine's facts are the rows of se
             worker its own shard; cores shared: max(1, cores // workers) threads each), ratios to 1 worker; beside
             it the ceiling the machine and PyTorch allow: as many independent copies of bare_loop.py, threads
             divided the same way, started together (their timed steps overlap), ratio to 1 copy, and repro's ratio
-            / the ceiling's.
+            / the ceiling's; and the bound of any speed-up: cores x the rate of one copy with one thread, against
+            1 worker (near 1 where one process already uses all its threads well). Each round runs every size
+            once; the rows give medians and each round's own ratio (the machine's speed drifts between rounds).
   buckets   benchmarks/every_step_buckets.py: the every-step baseline's flat all-reduce against DDP's buckets.
   celgc     benchmarks/celgc_speed.py: CELGC (periodic averaging) against averaging gradients every step.
   gpu       benchmarks/gpu.py where CUDA is available (else one row saying it was not measured): steps/s, GPU memory
@@ -461,7 +463,7 @@ class Suite:
 
     def speedup(self) -> None:
         a = self.args
-        rates, ceiling = defaultdict(list), defaultdict(list)
+        rates, ceiling, one_thread = defaultdict(list), defaultdict(list), []
         for r in range(a.repeats):
             for workers in a.speedup_workers:
                 res = self.repro_run("lstm-ptb", workers, a.speedup_steps, ["--sync", "none", *MANY_EPOCHS],
@@ -471,15 +473,20 @@ class Suite:
                 say(f"speedup #{r + 1}/{a.repeats}: {workers} worker{'s' if workers > 1 else ''}: "
                     f"{rates[workers][-1]:.0f} tok/s in total; {workers} bare loop cop{'ies' if workers > 1 else 'y'}"
                     f": {ceiling[workers][-1]:.0f} tok/s")
-        base, bare_base = median(rates[a.speedup_workers[0]]), median(ceiling[a.speedup_workers[0]])
+            one_thread.append(self.bare_copies("lstm-ptb", 1, a.speedup_steps, threads=1))
+            say(f"speedup #{r + 1}/{a.repeats}: 1 bare loop copy, 1 thread: {one_thread[-1]:.0f} tok/s")
+        first = a.speedup_workers[0]
+        base, bare_base = median(rates[first]), median(ceiling[first])
         for workers in a.speedup_workers:
             value, bare = median(rates[workers]), median(ceiling[workers])
-            efficiency = ratio(value, base * workers / a.speedup_workers[0]) or 0.0
+            efficiency = ratio(value, base * workers / first) or 0.0
+            paired = ", ".join(f"{n / d:.2f}" for n, d in zip(rates[workers], rates[first]))
             config = f"lstm-ptb N={workers}"
             self.add(Row("speedup", config, "aggregate samples/s", value, "tok/s", base,
                          ratio(value, base), ">= 1.1" if workers == 4 else "",
                          note=f"median of {len(rates[workers])}, {a.speedup_steps} steps per "
-                         f"worker, --sync none; efficiency (ratio / workers) {efficiency:.2f}"),
+                         f"worker, --sync none; efficiency (ratio / workers) {efficiency:.2f}; "
+                         f"each round's own ratio: {paired}"),
                      Row("speedup", config, "bare loop copies samples/s (ceiling)", bare, "tok/s", bare_base,
                          ratio(bare, bare_base), note=f"median of {len(ceiling[workers])}: {workers} independent "
                          f"bare_loop.py copies, {self.threads(workers)} thread(s) each, timed steps overlapping"))
@@ -487,6 +494,14 @@ class Suite:
             if speedup is not None and most:
                 self.add(Row("speedup", config, "repro speed-up / ceiling speed-up", speedup, "", most,
                              speedup / most, note="how much of what the machine allows N processes repro gets"))
+        # No number of processes does more than every core at one thread's efficiency: cores x (1 copy, 1 thread).
+        # Against 1 worker (all cores in one process) that bounds every speed-up above; where one process already
+        # scales its threads well, the bound is near 1.
+        cores, alone = self.threads(1), median(one_thread)
+        self.add(Row("speedup", f"lstm-ptb {cores} cores", "cores x one-thread samples/s (bound)", cores * alone,
+                     "tok/s", base, ratio(cores * alone, base),
+                     note=f"median of {len(one_thread)}: 1 bare_loop.py copy, 1 thread, {alone:.0f} tok/s, times "
+                     f"{cores} cores; 1 bare copy with {cores} threads runs {bare_base / alone:.2f}x its speed"))
 
     def gpu(self) -> None:
         _, found = self.runner.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
@@ -511,13 +526,14 @@ class Suite:
         budget = int(self.args.threads or os.cpu_count() or 1)
         return max(1, budget // workers)  # as repro divides a node's cores among its workers
 
-    def bare_copies(self, task: str, copies: int, steps: int) -> float:
-        """Aggregate samples/s of ``copies`` bare loops started together, each with its share of the cores."""
+    def bare_copies(self, task: str, copies: int, steps: int, threads: int | None = None) -> float:
+        """Aggregate samples/s of ``copies`` bare loops started together, each with its share of the cores (or
+        ``threads``)."""
         barrier = self.tmp / f"barrier{self.runs:03d}-{copies}"
         self.runs += 1
         cmd = [sys.executable, str(BENCH / "bare_loop.py"), task, "--steps", str(steps), "--json",
                "--copies", str(copies), "--barrier", str(barrier), *self.data_flags(task)]
-        env = {**(self.runner.env or os.environ), "REPRO_THREADS": str(self.threads(copies))}
+        env = {**(self.runner.env or os.environ), "REPRO_THREADS": str(threads or self.threads(copies))}
         _, outputs = self.runner.run_together([cmd] * copies, f"speedup {copies} bare copies", env)
         return sum(json.loads(out.strip().splitlines()[-1])["samples_per_s"] for out in outputs)
 

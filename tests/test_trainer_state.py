@@ -36,8 +36,9 @@ SETTINGS = {
     "clipped-sgd + periodic, mid-epoch": (_spec("clipped-sgd", {"lr": 0.05, "clip": 1.0}, "periodic", {"interval": 3},
                                                 loss_multiplier=2.0, log_stats=[1, 2], average_after_nonmono=1),
                                           ("step", 7)),
-    # step 6: one step into epoch 3 (epochs of 3 and 2 steps), whose stream began in epoch 2
-    "sgdol + none, mid-epoch after a read-past": (_spec("sgdol", {}, "none"), ("step", 6)),
+    # step 7: two steps into epoch 3 (epochs of 3 and 2 steps), whose stream began in epoch 2 (the workers act on
+    # a request one check later, so no stop falls one step into an epoch: its first check has none posted)
+    "sgdol + none, mid-epoch after a read-past": (_spec("sgdol", {}, "none"), ("step", 7)),
     # both gradients of a step on one batch: 5 steps an epoch, stopped at an epoch end and between two steps
     "sgdol + periodic, same-batch": (_spec("sgdol", {}, "periodic", {"interval": 2}, pairing="same-batch",
                                            log_stats=[1, 4], average_after_nonmono=1), 2),

@@ -143,7 +143,9 @@ def whole_then_first_part(rank, world, store_file, out_dir, spec, stop_after):
         saved["state"] = t.state_dict()
 
     if mid_epoch:
-        result = trainer.run(should_stop=lambda: trainer.counts["iteration"] >= stop_after[1],
+        # Workers act on a request one check after it is made (a check after every step here): asked after
+        # step k - 1, they stop after step k.
+        result = trainer.run(should_stop=lambda: trainer.counts["iteration"] >= stop_after[1] - 1,
                              on_checkpoint=lambda t: on_epoch_end(t, None))
     else:
         result = trainer.run(should_stop=lambda: trainer.epoch >= stop_after, on_epoch_end=on_epoch_end)
