@@ -29,10 +29,11 @@ value, unit, baseline, ratio, goal, note; the machine's facts are the rows of se
   speedup   aggregate training samples/s of 1, 2, 4, 8 workers of the quick LM with --sync none on this box (each
             worker its own shard; cores shared: max(1, cores // workers) threads each), ratios to 1 worker; beside
             it the ceiling the machine and PyTorch allow: as many independent copies of bare_loop.py, threads
-            divided the same way, started together (their timed steps overlap), ratio to 1 copy, and repro's ratio
-            / the ceiling's; and the bound of any speed-up: cores x the rate of one copy with one thread, against
-            1 worker (near 1 where one process already uses all its threads well). Each round runs every size
-            once; the rows give medians and each round's own ratio (the machine's speed drifts between rounds).
+            divided the same way, started together (their samples over the span from the first start to the last
+            end, not the sum of their rates: the last to finish runs alone at the end), ratio to 1 copy, and
+            repro's ratio / the ceiling's; and the bound of any speed-up: cores x the rate of one copy with one
+            thread, against 1 worker (near 1 where one process already uses all its threads well). Each round runs
+            every size once; the rows give medians and each round's own ratio (the machine's speed drifts).
   buckets   benchmarks/every_step_buckets.py: the every-step baseline's flat all-reduce against DDP's buckets.
   celgc     benchmarks/celgc_speed.py: CELGC (periodic averaging) against averaging gradients every step.
   gpu       benchmarks/gpu.py where CUDA is available (else one row saying it was not measured): steps/s, GPU memory
@@ -289,6 +290,15 @@ class Row:
     note: str = ""
 
 
+def together_samples_per_s(copies: list[dict]) -> float:
+    """All the copies' timed samples over the span from the first start to the last end. Not the sum of their own
+    rates: a copy that finishes last ran alone on a freed core at the end, and summing rates counts that speed as
+    if all had it (4 LM copies on 2 cores: 4-6 % above the span's rate)."""
+    first = min(c["started_at"] for c in copies)
+    last = max(c["started_at"] + c["seconds"] for c in copies)
+    return sum(c["samples"] for c in copies) / (last - first)
+
+
 def say(text: str) -> None:
     print(f"[{datetime.datetime.now():%H:%M:%S}] {text}", flush=True)
 
@@ -468,7 +478,7 @@ class Suite:
             for workers in a.speedup_workers:
                 res = self.repro_run("lstm-ptb", workers, a.speedup_steps, ["--sync", "none", *MANY_EPOCHS],
                                      f"speedup {workers} workers")
-                rates[workers].append(workers * res["samples_per_s"])  # rank 0's rate x workers (same steps each)
+                rates[workers].append(workers * res["samples_per_s"])  # every worker's steps / the slowest's seconds
                 ceiling[workers].append(self.bare_copies("lstm-ptb", workers, a.speedup_steps))
                 say(f"speedup #{r + 1}/{a.repeats}: {workers} worker{'s' if workers > 1 else ''}: "
                     f"{rates[workers][-1]:.0f} tok/s in total; {workers} bare loop cop{'ies' if workers > 1 else 'y'}"
@@ -489,7 +499,8 @@ class Suite:
                          f"each round's own ratio: {paired}"),
                      Row("speedup", config, "bare loop copies samples/s (ceiling)", bare, "tok/s", bare_base,
                          ratio(bare, bare_base), note=f"median of {len(ceiling[workers])}: {workers} independent "
-                         f"bare_loop.py copies, {self.threads(workers)} thread(s) each, timed steps overlapping"))
+                         f"bare_loop.py copies, {self.threads(workers)} thread(s) each, started together: their "
+                         f"samples over the span from the first start to the last end"))
             speedup, most = ratio(value, base), ratio(bare, bare_base)
             if speedup is not None and most:
                 self.add(Row("speedup", config, "repro speed-up / ceiling speed-up", speedup, "", most,
@@ -535,7 +546,7 @@ class Suite:
                "--copies", str(copies), "--barrier", str(barrier), *self.data_flags(task)]
         env = {**(self.runner.env or os.environ), "REPRO_THREADS": str(threads or self.threads(copies))}
         _, outputs = self.runner.run_together([cmd] * copies, f"speedup {copies} bare copies", env)
-        return sum(json.loads(out.strip().splitlines()[-1])["samples_per_s"] for out in outputs)
+        return together_samples_per_s([json.loads(out.strip().splitlines()[-1]) for out in outputs])
 
     def buckets(self) -> None:
         a = self.args

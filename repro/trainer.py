@@ -140,6 +140,15 @@ def _all_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
+def _all_max(value: float, device) -> float:
+    """The largest ``value`` of all workers: the training time of a run is its slowest worker's (with --sync none
+    they drift apart between two checks)."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
 class StepSizes:
     """The optimizer's ``scaled_hparams`` (lr; lr and clip for clipped SGD): lr_0 x schedule(epoch), times a
     batch's ``lr_scale`` while that batch's step runs."""
@@ -379,7 +388,7 @@ class Trainer:
         diverged = not math.isfinite(train_loss) or not self._parameters_finite()  # identical on every worker
         row = {"epoch": round(counts["seen"] / per_epoch, 4) if per_epoch else self.epoch,
                "iteration": counts["iteration"], "grad_evals": counts["grad_evals"],
-               "wall_seconds": round(counts["train_seconds"], 3), "train_loss": train_loss,
+               "wall_seconds": round(_all_max(counts["train_seconds"], self.device), 3), "train_loss": train_loss,
                "lr": self.optimizer.param_groups[0]["lr"],
                "status": "diverged" if diverged else ("done" if final else "")}
         stats = optimizer_metrics(self.optimizer)

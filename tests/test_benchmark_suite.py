@@ -38,6 +38,16 @@ def test_process_memory_reads_this_process(suite):
     assert suite.process_memory(2**22 + 12345) is None  # no such process: None, no exception
 
 
+def test_copies_together_are_timed_over_their_common_span(suite):
+    # Two copies start together; the second takes twice as long (it ran alone at the end): 200 samples in 20 s,
+    # not the 15 samples/s their own rates add up to.
+    copies = [{"started_at": 100.0, "seconds": 10.0, "samples": 100},
+              {"started_at": 100.0, "seconds": 20.0, "samples": 100}]
+    assert suite.together_samples_per_s(copies) == pytest.approx(10.0)
+    late = [{"started_at": 101.0, "seconds": 19.0, "samples": 100}, copies[0]]  # starts 1 s late, ends with it
+    assert suite.together_samples_per_s(late) == pytest.approx(200 / 20.0)
+
+
 def test_tree_memory_follows_grandchildren(suite):
     # A child that starts a grandchild holding 80 MiB: the tree, its peak and the workers' fallback (no repro-rank
     # process: the root counts as the one worker) all come from /proc.

@@ -218,6 +218,16 @@ def test_state_dict_holds_every_component():
     torch.save(state, "/dev/null")  # serialisable as a checkpoint
 
 
+@pytest.mark.slow
+@pytest.mark.dist
+def test_wall_seconds_is_the_slowest_workers_training_time(tmp_path):
+    spec = _spec("sgd", {"lr": 0.01}, "none")
+    spec["train"]["epochs"] = 1
+    _spawn(trainer_helpers.slow_second_worker, 2, tmp_path, "store", spec, 0.2)
+    (row,) = json.loads((tmp_path / "rows.json").read_text())  # rank 0's, which never paused
+    assert row["wall_seconds"] >= trainer_helpers.BATCHES_PER_EPOCH * 0.2
+
+
 def test_should_stop_ends_the_run_mid_epoch_after_the_agreed_step(monkeypatch):
     import repro.trainer
 

@@ -247,3 +247,25 @@ def flat_and_bucketed(rank, world, store_file, out_dir, spec):
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump(out, f)
     leave_process_group(finished=True)
+
+
+def slow_second_worker(rank, world, store_file, out_dir, spec, pause_s):
+    """One epoch with --sync none in which rank 1 pauses ``pause_s`` before every step; rank 0 saves its rows."""
+    import time
+
+    from repro.callbacks import Callback
+
+    class Pause(Callback):
+        def before_step(self, model, epoch):
+            time.sleep(pause_s)
+
+    _init(rank, world, store_file)
+    rows = Rows()
+    trainer = build(spec, rank, world, rows)
+    if rank == 1:
+        trainer.callbacks.append(Pause())
+    trainer.run()
+    if rank == 0:
+        with open(os.path.join(out_dir, "rows.json"), "w") as f:
+            json.dump(rows.rows, f)
+    leave_process_group(finished=True)
