@@ -10,7 +10,7 @@ of 4 MiB or more its own mapping, returned to the system when freed, on huge pag
 threshold after the first large free and serves later large tensors from its heap, which keeps them when they are
 freed: a quick-LM worker then holds about 95 MB more at its peak (8 workers: 2.8 GB instead of 2.0 GB in all).
 Huge pages make mapping the blocks again at every step cheap (4 KiB pages cost the LM ~20 % of its speed; with
-them 4 LM workers on 2 cores still run 5-10 % slower than with glibc's default: the price of the memory); a
+them, 4 bare LM loops on 2 cores ran as fast as with glibc's default: benchmarks/results/ab-2026-12-02.log); a
 value the user sets in GLIBC_TUNABLES wins. A single worker runs in the launcher and keeps glibc's defaults."""
 from __future__ import annotations
 
