@@ -198,9 +198,8 @@ def set_rng_state(state: dict) -> None:
 class RequestCheck:
     """The workers' agreement on the requests ``ask()`` returns (stop, checkpoint due): a request any worker makes is
     granted on every worker after the same step. With several workers, each check posts one tiny all-reduce that
-    nobody waits on until the next check (``post``, then ``agreed``): a blocking one would hold every worker until
-    the slowest arrives (4 LM workers on 2 cores: ~4 % of their speed) and, on a GPU, make the host wait for the
-    device's queued work. A request is acted on one check after it is posted; a single process acts at once."""
+    nobody waits on until the next check (``post``, then ``agreed``): a blocking one holds every worker until the
+    slowest arrives and, on a GPU, makes the host wait for the device's queued work. A request is acted on one check after it is posted; a single process acts at once."""
 
     def __init__(self, ask: Callable[[], list[bool]], count: int, device: torch.device):
         self.ask, self.count, self.device = ask, count, device
