@@ -133,20 +133,12 @@ class BatchFeed:
         self._replay = []
 
 
-def _all_sum(values: list[float], device) -> list[float]:
+def _all_sum(values: list[float], device, op=dist.ReduceOp.SUM) -> list[float]:
+    """``values`` summed over the workers (or reduced by ``op``)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
-        dist.all_reduce(t)  # bookkeeping, not counted as the algorithm's communication
+        dist.all_reduce(t, op=op)  # bookkeeping, not counted as the algorithm's communication
     return t.tolist()
-
-
-def _all_max(value: float, device) -> float:
-    """The largest ``value`` of all workers: the training time of a run is its slowest worker's (with --sync none
-    they drift apart between two checks)."""
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
 
 
 class StepSizes:
@@ -199,7 +191,8 @@ class RequestCheck:
     """The workers' agreement on the requests ``ask()`` returns (stop, checkpoint due): a request any worker makes is
     granted on every worker after the same step. With several workers, each check posts one tiny all-reduce that
     nobody waits on until the next check (``post``, then ``agreed``): a blocking one holds every worker until the
-    slowest arrives and, on a GPU, makes the host wait for the device's queued work. A request is acted on one check after it is posted; a single process acts at once."""
+    slowest arrives and, on a GPU, makes the host wait for the device's queued work. A request is acted on one
+    check after it is posted; a single process acts at once."""
 
     def __init__(self, ask: Callable[[], list[bool]], count: int, device: torch.device):
         self.ask, self.count, self.device = ask, count, device
@@ -210,6 +203,11 @@ class RequestCheck:
         if not self.distributed:
             return self.ask()
         return self.settle() or [False] * self.count
+
+    def agreed_now(self) -> list[bool]:
+        """This moment's requests, agreed by every worker before any goes on (an epoch end's stop)."""
+        self.post()
+        return self.agreed()
 
     def post(self) -> None:
         if self.distributed:
@@ -283,18 +281,6 @@ class Trainer:
             self._samples += batch.samples
         self.counts["grad_evals"] += 1
         return objective
-
-    def _agree(self, *requests: bool) -> list[bool]:
-        """Each request is granted on every worker when any worker makes it (one tiny all-reduce), so all stop or
-        checkpoint after the same step."""
-        if not dist.is_initialized():
-            return list(requests)
-        flags = torch.tensor([1.0 if r else 0.0 for r in requests], device=self.device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return [bool(f) for f in flags.tolist()]
-
-    def _agree_to_stop(self, requested: bool) -> bool:
-        return self._agree(requested)[0]
 
     @property
     def mid_epoch(self) -> bool:
@@ -372,7 +358,7 @@ class Trainer:
             if on_epoch_end is not None:
                 on_epoch_end(self, row)
                 self._last_checkpoint = time.monotonic()
-            if should_stop is not None and not stop and self._agree_to_stop(should_stop()):
+            if should_stop is not None and not stop and check.agreed_now()[0]:
                 return {"status": "interrupted", "epochs_done": self.epoch}
         return last_row
 
@@ -381,13 +367,15 @@ class Trainer:
         """One metrics row: training statistics reduced over workers, then evaluation of the policy's model."""
         task, counts = self.task, self.counts
         total_loss, total_samples = _all_sum([float(self._loss_sum), self._samples], self.device)
+        # a run's training time is its slowest worker's (with --sync none they drift apart between two checks)
+        (slowest_seconds,) = _all_sum([counts["train_seconds"]], self.device, op=dist.ReduceOp.MAX)
         train_loss = total_loss / max(total_samples, 1)
         counts["seen"] += total_samples
         per_epoch = task.samples_per_epoch
         diverged = not math.isfinite(train_loss) or not self._parameters_finite()  # identical on every worker
         row = {"epoch": round(counts["seen"] / per_epoch, 4) if per_epoch else self.epoch,
                "iteration": counts["iteration"], "grad_evals": counts["grad_evals"],
-               "wall_seconds": round(_all_max(counts["train_seconds"], self.device), 3), "train_loss": train_loss,
+               "wall_seconds": round(slowest_seconds, 3), "train_loss": train_loss,
                "lr": self.optimizer.param_groups[0]["lr"],
                "status": "diverged" if diverged else ("done" if final else "")}
         stats = optimizer_metrics(self.optimizer)
