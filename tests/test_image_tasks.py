@@ -249,6 +249,19 @@ def test_score_trainset_scores_every_training_image_without_augmentation(image_t
     assert "trainset" not in plain.eval_data and plain.eval_splits == ("train", "test")
 
 
+def test_test_split_on_the_last_row_only(image_tree, tmp_path):
+    cls, options = _prepare(image_tree, batch_size=10, test_every_epoch=False)
+    task = cls(options, rank=0, world_size=1, device=torch.device("cpu"))
+    assert task.eval_splits == ("train",) and task.final_splits == ("train", "test")
+    out = tmp_path / "results"
+    r = run_repro("run", "resnet20-cifar10", "--no-bn", "--optimizer", "adamw", "--epochs", 2, "--batch-size", 20,
+                  "--set", "test_every_epoch=false", "--data-dir", image_tree, "--set", "data_format=jpeg",
+                  "--out", out, "--quiet", env={"REPRO_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    rows = pd.read_csv(_runs(out)[0] / "metrics.csv")
+    assert rows["test_acc"].isna().tolist() == [True, False] and rows["train_acc"].notna().all()
+
+
 @pytest.mark.slow
 def test_imagenet_imagefolder_pipeline_shards_and_scores(image_tree):
     (image_tree / "test").rename(image_tree / "val")  # ImageNet's layout: train/ and val/
