@@ -1,0 +1,134 @@
+"""Faulty (Byzantine) workers' behaviours: one file each, a registry.
+
+Vector attacks (``sign-flip``, ``alie``, ``foe``, ``noise``, ``mimic``) forge what the faulty workers send from what
+the honest ones send: ``attack(name, honest_vectors, f, **opts)`` on an (h, d) tensor returns the (f, d) faulty
+vectors. They are omniscient and deterministic (noise draws from its ``seed``), so every rank computes the same
+vectors from the same gathered honest vectors and no extra message is needed. Two behaviours act elsewhere:
+``label-flip`` (a faulty worker trains on flipped labels: a task capability) and ``crash`` (from step ``at_step``
+the faulty rows are frozen or dropped; a real crash would end a torch.distributed run). Farhadkhani et al.
+(ICML 2023) apply the attacks to the exchanged models; see docs/decentralized.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from repro.errors import UsageError
+from repro.registry import Registry, check_kwargs
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """``forge(honest, f, **opts) -> (f, d)`` for vector attacks; None for ``acts_on`` = "labels" / "exchange"."""
+    forge: Callable[..., torch.Tensor] | None
+    acts_on: str = "vectors"  # "vectors": forged from the honest ones; "labels": the task's; "exchange": the policy's
+    options: Callable | None = None  # the behaviour's options and defaults, for the ones without a forge
+
+
+BEHAVIOURS: Registry[Behaviour] = Registry("byzantine behaviour", package=__name__)
+
+
+def register(name: str, acts_on: str = "vectors", options: Callable | None = None):
+    def add(forge):
+        BEHAVIOURS.register(name, Behaviour(forge if acts_on == "vectors" else None, acts_on, options or forge))
+        return forge
+    return add
+
+
+def attack(name: str, honest_vectors: torch.Tensor, f: int, **opts) -> torch.Tensor:
+    """The ``f`` faulty vectors (f, d) that behaviour ``name`` sends, given the honest (h, d) vectors."""
+    behaviour = BEHAVIOURS.get(name)
+    if behaviour.forge is None:
+        raise UsageError(f"byzantine {name} acts on the {behaviour.acts_on}, not on exchanged vectors: "
+                         "it has no attack vector to compute")
+    check_kwargs("byzantine behaviour", name, behaviour.forge, opts)
+    if honest_vectors.dim() != 2 or honest_vectors.shape[0] < 1:
+        raise UsageError(f"attack wants an (h, d) tensor of h >= 1 honest vectors, got shape {tuple(honest_vectors.shape)}")
+    if not isinstance(f, int) or f < 0:
+        raise UsageError(f"the number of faulty vectors must be an integer >= 0, got {f!r}")
+    if f == 0:
+        return honest_vectors.new_empty(0, honest_vectors.shape[1])
+    return behaviour.forge(honest_vectors, f, **opts)
+
+
+def validate(name: str, **opts) -> Behaviour:
+    behaviour = BEHAVIOURS.get(name)
+    check_kwargs("byzantine behaviour", name, behaviour.options, opts)
+    if behaviour.forge is None:
+        behaviour.options(**opts)  # the behaviour's own value checks
+    return behaviour
+
+
+def repeated(vector: torch.Tensor, f: int) -> torch.Tensor:
+    """f copies of one forged vector (the authors' attacks send the same vector from every faulty worker)."""
+    return vector.unsqueeze(0).expand(f, -1).clone()
+
+
+def line_maximize(score: Callable[[float], float], evals: int = 16, start: float = 0.0, delta: float = 1.0,
+                  ratio: float = 0.8) -> float:
+    """Best-effort argmax of ``score`` over x >= 0 in ``evals`` evaluations: double the step while the score
+    grows, then shrink it by ``ratio`` around the best point (the search the authors use for ALIE's and FOE's
+    factors)."""
+    best_x, best_y = start, score(start)
+    evals -= 1
+    probe = best_x
+    while evals > 0:  # expansion
+        probe = best_x + delta
+        y = score(probe)
+        evals -= 1
+        if y > best_y:
+            best_x, best_y = probe, y
+            delta *= 2
+        else:
+            delta *= ratio
+            break
+    while evals > 0:  # contraction around the best point
+        if probe < best_x:
+            probe += delta
+        else:
+            x = probe - delta
+            while x < 0:
+                x = (x + probe) / 2
+            probe = x
+        y = score(probe)
+        evals -= 1
+        if y > best_y:
+            best_x, best_y = probe, y
+        delta *= ratio
+    return best_x
+
+
+def searched_factor(honest: torch.Tensor, direction: torch.Tensor, f: int, aggregator: str, declared_f: int | None,
+                    evals: int) -> float:
+    """The factor c >= 0 for which sending mean + c * direction moves ``aggregator``'s output furthest from the
+    honest mean (averaged over the honest workers' own views for rules that depend on who aggregates)."""
+    from repro import robust
+
+    declared = f if declared_f is None else declared_f
+    mean = honest.mean(dim=0)
+    rule = robust.AGGREGATORS.get(aggregator)
+    views = range(honest.shape[0]) if rule.needs_own else [0]
+
+    def displacement(c: float) -> float:
+        vectors = torch.cat([honest, repeated(mean + c * direction, f)])
+        out = torch.stack([robust.aggregate(aggregator, vectors, declared, i) for i in views]).mean(dim=0)
+        gap = out - mean
+        return float(gap.dot(gap))
+
+    return line_maximize(displacement, evals=evals)
+
+
+def check_evals(evals: int) -> None:
+    if not isinstance(evals, int) or evals < 1:
+        raise UsageError(f"evals (line-search evaluations) must be an integer >= 1, got {evals!r}")
+
+
+def normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(min(max(p, 1e-12), 1 - 1e-12))
+
+
+__all__ = ["BEHAVIOURS", "Behaviour", "attack", "validate", "register", "line_maximize"]

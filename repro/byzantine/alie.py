@@ -1,0 +1,26 @@
+"""A little is enough (ALIE, Baruch et al. NeurIPS 2019): send mean + z * std, the honest vectors' coordinate-wise
+mean and standard deviation. ``factor`` fixes z; else with ``search`` = an aggregator name z is the authors'
+line search (16 evaluations, maximising the aggregate's distance to the honest mean, ``declared_f`` its f); else the
+closed form of the paper, z = Phi^-1((n - s) / n) with s = floor(n/2 + 1) - f and n = h + f workers."""
+import math
+
+from repro.byzantine import check_evals, normal_quantile, register, repeated, searched_factor
+
+
+def closed_form_z(n: int, f: int) -> float:
+    supporters = math.floor(n / 2 + 1) - f  # honest workers the faulty ones need on their side
+    return normal_quantile((n - supporters) / n)
+
+
+@register("alie")
+def alie(honest, f, factor: float | None = None, search: str | None = None, declared_f: int | None = None,
+         evals: int = 16):
+    mean = honest.mean(dim=0)
+    std = honest.std(dim=0, correction=1 if honest.shape[0] > 1 else 0)
+    if factor is None and search is not None:
+        check_evals(evals)
+        factor = searched_factor(honest, std, f, search, declared_f, evals)
+    elif factor is None:
+        factor = closed_form_z(honest.shape[0] + f, f)
+    return repeated(mean + float(factor) * std, f)
+
