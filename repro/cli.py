@@ -533,20 +533,23 @@ def _setting_key(argv: list[str]) -> str:
     return config.setting(world)
 
 
-DATA_ENV = {"REPRO_PTB_DIR": "ptb", "REPRO_WT2_DIR": "wikitext-2", "REPRO_CIFAR10_DIR": "."}
+DATA_ENV = {"REPRO_PTB_DIR": "ptb", "REPRO_WT2_DIR": "wikitext-2", "REPRO_CIFAR10_DIR": ".", "REPRO_MNIST_DIR": "mnist"}
+REHEARSAL = ("--max-steps", "2", "--eval-batches", "2")  # a paper cell's rehearsal: two steps, a few eval batches
 
 
 @app.command("reproduce")
 def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `repro list`)."),
               scale: str = typer.Option("quick", help="quick (laptop scale) or paper (the authors' setting)."),
-              seeds: Optional[int] = typer.Option(None, help="Seeds per setting (default: the experiment's, 3 at quick scale)."),
+              seeds: Optional[int] = typer.Option(None, help="Judging seeds per judged setting (default: the experiment's)."),
               jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at once (each its own process; GPUs dealt out, or cores / K threads)."),
               results: Path = typer.Option(Path("results"), help="Results root: runs go to RESULTS/EXPERIMENT/SCALE/."),
-              data_root: Optional[Path] = typer.Option(None, help="A folder with ptb/, wikitext-2/ and cifar10-jpeg.tar.gz (like ../shared/data): sets REPRO_PTB_DIR, REPRO_WT2_DIR, REPRO_CIFAR10_DIR where unset."),
+              data_root: Optional[Path] = typer.Option(None, help="A folder with ptb/, wikitext-2/, mnist/ and cifar10-jpeg.tar.gz (like ../shared/data): sets REPRO_PTB_DIR, REPRO_WT2_DIR, REPRO_MNIST_DIR, REPRO_CIFAR10_DIR where unset."),
               shard: Optional[str] = typer.Option(None, help="Run only slice i of n of the missing runs (i/n); default from a Slurm array job."),
-              dry_run: bool = typer.Option(False, "--dry-run", help="List the missing runs and an estimated time; run nothing.")):
+              dry_run: bool = typer.Option(False, "--dry-run", help="List the missing runs, each with its command and estimated time (GPU-hours at paper scale); run nothing."),
+              rehearse: bool = typer.Option(False, "--rehearse", help="Start every setting once for two steps and a few evaluation batches (--max-steps 2) in a temporary folder, to find a broken recipe before the real runs; keeps nothing.")):
     """Run the missing runs of a paper figure (seed x setting; interrupted ones resume), then draw its figures and
-    rewrite RESULTS/REPORT.md."""
+    rewrite RESULTS/REPORT.md. Tuned grids run their selection seeds first, then each grid's chosen cell on the
+    fresh judging seeds."""
     from repro.experiments import EXPERIMENTS, evidence
     from repro.runlog import check_writable
     from repro.sweep import run_cells
@@ -561,23 +564,79 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
             raise UsageError(f"--data-root {data_root} is not a folder")
         for var, sub in DATA_ENV.items():
             os.environ.setdefault(var, str((data_root / sub).resolve()))
+    spec = exp.scales[scale]
+    echo = lambda text: typer.echo(text, err=True)  # noqa: E731
+    validate = lambda argv: _invoke_run([*argv, "--validate-only"])  # noqa: E731
+    if rehearse:
+        _rehearse(exp, scale, jobs, echo, validate)
+        return
     folder = exp.folder(results, scale)
     check_writable(folder)
-    _, done = evidence(exp, scale, results, _setting_key)
-    cells = exp.cells(scale, seeds)
-    missing = [(setting, seed) for setting, seed in cells if (setting.label, seed) not in done]
-    minutes = exp.scales[scale].minutes_per_run
-    typer.echo(f"{experiment} ({scale}): {len(cells)} runs, {len(cells) - len(missing)} complete, {len(missing)} to run"
-               + (f", about {minutes * len(missing) / jobs:.0f} min with --jobs {jobs} (estimate: {minutes:g} min a run "
-                  "on the reference machine)" if missing and minutes else ""), err=True)
-    argvs = [[*setting.argv, "--seed", str(seed), "--out", str(folder), "--quiet"] for setting, seed in missing]
-    code = 0
-    if argvs:
-        code = run_cells(argvs, jobs, None, shard, dry_run, validate=lambda argv: _invoke_run([*argv, "--validate-only"]),
-                         echo=lambda text: typer.echo(text, err=True), quiet=True)
-    if dry_run:
-        return
+    code, ran = 0, set()
+    while True:  # the selection runs of a grid decide which judging runs exist: run, then look again
+        ev, done = evidence(exp, scale, results, _setting_key)
+        cells = exp.cells(scale, seeds, ev)
+        missing = [(setting, seed) for setting, seed in cells if (setting.label, seed) not in done]
+        pending = exp.pending_judging_runs(scale, seeds, ev)
+        todo = [cell for cell in missing if (cell[0].label, cell[1]) not in ran]
+        if not ran:
+            _say_plan(experiment, scale, spec, cells, missing, pending, jobs, echo)
+        argvs = [[*setting.argv, "--seed", str(seed), "--out", str(folder), "--quiet"] for setting, seed in todo]
+        if dry_run:
+            for (setting, seed), argv in zip(todo, argvs):
+                validate(argv)
+                echo(f"repro run {' '.join(argv)}  # {_estimate(spec.minutes(setting), scale)}")
+            return
+        if not argvs:
+            break
+        ran |= {(setting.label, seed) for setting, seed in todo}
+        if spec.launcher == "emulated-cluster":  # each cell one job on two network-namespace nodes, one at a time
+            from repro.emulated_cluster import run_cells as cluster_cells
+
+            code = cluster_cells(argvs, validate=validate, echo=echo)
+        else:
+            code = run_cells(argvs, jobs, None, shard, False, validate=validate, echo=echo, quiet=True)
+        if code:
+            break
     _draw_and_report(exp, scale, results)
+    if code:
+        raise SystemExit(code)
+
+
+def _estimate(minutes: float, scale: str) -> str:
+    if not minutes:
+        return "no time estimate"
+    return f"~{minutes / 60:.2f} GPU-hours" if scale == "paper" else f"~{minutes:.0f} min on the reference 2-core CPU"
+
+
+def _say_plan(experiment, scale, spec, cells, missing, pending, jobs, echo) -> None:
+    minutes = sum(spec.minutes(setting) for setting, _ in missing)
+    pending_minutes = 0.0
+    if pending:  # an untuned run's estimate stands for a chosen cell's
+        grid_settings = [s for s in spec.settings if s.grid]
+        pending_minutes = pending * sum(spec.minutes(s) for s in grid_settings) / max(1, len(grid_settings))
+    line = f"{experiment} ({scale}): {len(cells)} runs known, {len(cells) - len(missing)} complete, {len(missing)} to run"
+    if pending:
+        line += f", then {pending} judging runs of the grids' chosen settings once their selection runs are complete"
+    if minutes or pending_minutes:
+        total = minutes + pending_minutes
+        line += (f"; estimate {total / 60:.2f} GPU-hours in all" if scale == "paper" else
+                 f"; about {total / jobs:.0f} min with --jobs {jobs} (estimate per run on the reference machine)")
+    echo(line)
+
+
+def _rehearse(exp, scale: str, jobs: int, echo, validate) -> None:
+    """Every setting of ``scale`` once, two steps, into a temporary folder that is removed afterwards."""
+    import tempfile
+
+    from repro.sweep import run_cells
+
+    spec = exp.scales[scale]
+    seed = spec.selection_seeds[0] if spec.grids() else spec.judging_seeds()[0]
+    with tempfile.TemporaryDirectory(prefix="repro-rehearsal-") as out:
+        argvs = [[*s.argv, *REHEARSAL, "--seed", str(seed), "--out", out, "--quiet"] for s in spec.settings]
+        echo(f"{exp.name} ({scale}): rehearsing {len(argvs)} settings (two steps each)")
+        code = run_cells(argvs, jobs, None, None, False, validate=validate, echo=echo, quiet=True)
     if code:
         raise SystemExit(code)
 

@@ -5,12 +5,19 @@ One module per paper registers its experiments here. `repro reproduce NAME --sca
 cells (seed x setting) into RESULTS/NAME/SCALE/, draws the figures and rewrites the report; `repro report` judges
 every claim from whatever runs exist. A setting's runs are found by the run identity without the seed
 (`RunConfig.setting`), so runs made by hand with the same settings count too.
+
+Tuned grids (against the winner's curse): settings that share a ``Setting.grid`` name are one tuned grid. Each of
+them runs on the scale's ``selection_seeds`` only; ``Scale.choose`` then picks the grid's best cell from those runs
+alone, and only that cell runs on the judging seeds (the next ``seeds`` seeds after the selection seeds), on which the
+claims judge it. Settings without a grid (an untuned method) run on the judging seeds only. Until a grid's
+selection runs are all complete its judging cells are unknown; `repro reproduce` runs the selection first, then
+the chosen cells.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from repro.claims import Claim, Evidence
 from repro.registry import Registry
@@ -23,14 +30,42 @@ SCALES = ("quick", "paper")
 class Setting:
     label: str  # the name figures and claims use
     argv: tuple[str, ...]  # `repro run` arguments: task or recipe first, never --seed
+    grid: str = ""  # the tuned grid it belongs to ("" = not tuned: runs on the judging seeds only)
+    minutes: float | None = None  # one run's estimate where it differs from the scale's (e.g. twice the gradients)
 
 
 @dataclass(frozen=True)
 class Scale:
     settings: tuple[Setting, ...]
-    seeds: int = 3
+    seeds: int = 3  # judging seeds per judged setting
     minutes_per_run: float = 0.0  # one run on the reference 2-core CPU (quick) or one GPU box (paper): estimates
     why: str = ""  # why this setting: written before any of its runs, never retuned to agree with a paper
+    selection_seeds: tuple[int, ...] = (0,)  # where the settings of a grid run before one of them is chosen
+    # (evidence of the selection seeds' runs, a grid's labels in grid order) -> the chosen label, or None while a
+    # selection run is missing; required when the scale has grids
+    choose: Callable[[Evidence, list[str]], str | None] | None = None
+
+    def grids(self) -> dict[str, list[str]]:
+        """Each tuned grid's labels, in grid order."""
+        grids: dict[str, list[str]] = {}
+        for setting in self.settings:
+            if setting.grid:
+                grids.setdefault(setting.grid, []).append(setting.label)
+        return grids
+
+    def judging_seeds(self, seeds: int | None = None) -> list[int]:
+        """The ``seeds`` (default: the scale's) fresh seeds the claims judge: the first ones after the selection
+        seeds when the scale has grids, else 0 .. seeds-1."""
+        start = max(self.selection_seeds) + 1 if self.grids() else 0
+        return list(range(start, start + (seeds or self.seeds)))
+
+    def chosen(self, ev: Evidence) -> dict[str, str | None]:
+        """Each grid's chosen label (None while its selection is incomplete), from the selection seeds' runs only."""
+        selection = of_seeds(ev, self.selection_seeds)
+        return {grid: self.choose(selection, labels) for grid, labels in self.grids().items()}
+
+    def minutes(self, setting: Setting) -> float:
+        return self.minutes_per_run if setting.minutes is None else setting.minutes
 
 
 @dataclass(frozen=True)
@@ -46,14 +81,35 @@ class Experiment:
     def folder(self, results: Path, scale: str) -> Path:
         return Path(results) / self.name / scale
 
-    def cells(self, scale: str, seeds: int | None = None) -> list[tuple[Setting, int]]:
-        """Every (setting, seed) of ``scale``: seeds 0 .. seeds-1."""
+    def cells(self, scale: str, seeds: int | None = None, ev: Evidence | None = None) -> list[tuple[Setting, int]]:
+        """Every (setting, seed) of ``scale`` known so far: without grids, every setting on seeds 0 .. seeds-1; with
+        grids, each grid setting on the selection seeds, the untuned settings on the judging seeds, and each grid's
+        chosen setting (from the selection runs in ``ev``) on the judging seeds."""
         spec = self.scales[scale]
-        return [(setting, seed) for seed in range(seeds or spec.seeds) for setting in spec.settings]
+        judged = set(s.label for s in spec.settings if not s.grid)
+        if spec.grids():
+            judged |= {label for label in spec.chosen(ev or Evidence({})).values() if label}
+        selection = [(s, seed) for seed in spec.selection_seeds for s in spec.settings if s.grid]
+        return selection + [(s, seed) for seed in spec.judging_seeds(seeds) for s in spec.settings if s.label in judged]
+
+    def pending_judging_runs(self, scale: str, seeds: int | None = None, ev: Evidence | None = None) -> int:
+        """Judging runs not yet among ``cells``: those of the grids whose selection is incomplete."""
+        spec = self.scales[scale]
+        chosen = spec.chosen(ev or Evidence({})) if spec.grids() else {}
+        return sum(1 for label in chosen.values() if label is None) * len(spec.judging_seeds(seeds))
 
 
 def register(experiment: Experiment) -> Experiment:
+    for scale, spec in experiment.scales.items():
+        if spec.grids() and spec.choose is None:
+            raise ValueError(f"{experiment.name} {scale}: a scale with tuned grids needs `choose`")
     return EXPERIMENTS.register(experiment.name, experiment)
+
+
+def of_seeds(ev: Evidence, seeds: Iterable[int]) -> Evidence:
+    """The same evidence with only the runs of ``seeds`` (selection seeds apart from judging seeds)."""
+    keep = set(seeds)
+    return Evidence({label: [run for run in runs if run.seed in keep] for label, runs in ev.runs.items()})
 
 
 def evidence(experiment: Experiment, scale: str, results: Path,
