@@ -13,16 +13,29 @@ checked by hand (mean, std and n of both sides are reported):
   lies above -margin -> reproduced; entirely below -> not reproduced.
 
 Fewer than ``MIN_SEEDS`` seeds on either side is always inconclusive.
+
+What more seeds would buy: every comparison a rule makes is noted (``recording``); for an inconclusive one,
+``seeds_to_decide`` gives the seeds per arm at which the same means and stds would put the interval wholly on one
+side of the rule's nearest boundary (0 for ``better``, ±tolerance for ``within``, -margin for ``at_least``).
+
+Each claim names the commit that fixed its rule and setting (``Claim.rule_commit``): `repro report` counts only runs
+made from that commit or a descendant of it (git), and lists the others as not counted. A commit cannot contain its
+own hash, so the hash is written in the commit after the one that fixed the rule; the report checks it is an
+ancestor of the checked-out code.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 MIN_SEEDS = 3
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 NOT_RUN = "not run"  # no run of the experiment at that scale yet: no evidence either way
+# the claim cannot be judged with this machine whatever the seeds (wall-clock speed-ups of workers sharing 2 cores)
+NOT_DECIDABLE = "not decidable here"
 
 # Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom; above 30, 2.042 (df 30) is used, which
 # errs towards "inconclusive".
@@ -35,6 +48,9 @@ class Verdict:
     outcome: str  # reproduced / not reproduced / inconclusive
     measured: str  # the numbers, e.g. "AdamW 31.2 ± 0.4 (n=3) vs Adam-l2 33.0 ± 0.6 (n=3)"
     detail: str = ""  # the interval or the reason for "inconclusive"
+    # seeds per arm at which the observed effect would decide the rule (None: not computed / cannot be estimated);
+    # the report fills it from the comparisons the rule made when the judge leaves it None
+    seeds_to_decide: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,14 +61,18 @@ class Claim:
     where: str  # where the paper states it
     rule: str  # the rule in words (the code is `judge`)
     judge: Callable[["Evidence"], Verdict] = field(compare=False, repr=False)
+    # the commit that fixed this rule and its setting ("" = not recorded yet: every run counts, and the report says
+    # so); runs from other commits than it and its descendants are not counted
+    rule_commit: str = ""
 
 
 class Evidence:
     """What a claim's rule sees: for each setting label of the experiment, its runs' metrics (one DataFrame per
-    seed, complete runs only)."""
+    seed, complete runs only) and the scale they ran at."""
 
-    def __init__(self, runs_by_label: dict[str, list]):
+    def __init__(self, runs_by_label: dict[str, list], scale: str = "quick"):
         self.runs = runs_by_label
+        self.scale = scale
 
     def n(self, label: str) -> int:
         return len(self.runs.get(label, []))
@@ -65,6 +85,10 @@ class Evidence:
             if len(series):
                 values.append(float(series.iloc[-1]))
         return values
+
+    def last_mean(self, label: str, column: str, k: int) -> list[float]:
+        """The mean of the last ``k`` logged values of ``column`` of each seed's run (fewer when fewer logged)."""
+        return [sum(values[-k:]) / len(values[-k:]) for values in self.column(label, column) if values]
 
     def column(self, label: str, column: str) -> list[list[float]]:
         """Every logged value of ``column``, per seed."""
@@ -101,8 +125,7 @@ def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
     if se2 == 0:
         return delta, delta, math.inf
     df = se2 * se2 / ((va * va / (na - 1) if va else 0.0) + (vb * vb / (nb - 1) if vb else 0.0))
-    t = _T975[min(max(int(df), 1), len(_T975)) - 1]
-    half = t * math.sqrt(se2)
+    half = _t975(df) * math.sqrt(se2)
     return delta - half, delta + half, df
 
 
@@ -113,6 +136,103 @@ class Unit(NamedTuple):
 
 
 POINTS = Unit(100.0, " points")  # accuracies are fractions in the logs and percent in the report
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One interval a rule decided on: the samples, the region edges the interval must not straddle (in the
+    oriented difference), the orientation, and its outcome."""
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    boundaries: tuple[float, ...]
+    sign: float  # +1: the difference a - b; -1: b - a (lower is better)
+    outcome: str
+
+
+_RECORDED: ContextVar[list[Comparison] | None] = ContextVar("recorded_comparisons", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[Comparison]]:
+    """Collect every comparison ``better`` / ``within`` / ``at_least`` makes inside the block."""
+    found: list[Comparison] = []
+    token = _RECORDED.set(found)
+    try:
+        yield found
+    finally:
+        _RECORDED.reset(token)
+
+
+def _note(a, b, boundaries, sign, outcome) -> None:
+    found = _RECORDED.get()
+    if found is not None:
+        found.append(Comparison(tuple(a), tuple(b), tuple(boundaries), sign, outcome))
+
+
+def _t975(df: float) -> float:
+    return _T975[min(max(int(df), 1), len(_T975)) - 1]
+
+
+MAX_SEEDS = 10_000  # beyond this "seeds to decide" is reported as never (the effect sits on a boundary)
+
+
+def seeds_to_decide(comparison: Comparison) -> int | None:
+    """Seeds per arm (both arms alike) at which the comparison's interval would lie on one side of every boundary,
+    were the means and stds what they are now; None when a side has fewer than 2 seeds (no std) or it never would
+    (the effect sits on a boundary) within ``MAX_SEEDS``."""
+    ma, sa, na = mean_std(comparison.a)
+    mb, sb, nb = mean_std(comparison.b)
+    if min(na, nb) < 2:
+        return None
+    delta = comparison.sign * (ma - mb)
+    gap = min(abs(delta - edge) for edge in comparison.boundaries)
+    var = sa * sa + sb * sb
+    if var == 0:
+        return MIN_SEEDS if gap > 0 else None
+    if gap == 0:
+        return None
+    n = MIN_SEEDS
+    while n <= MAX_SEEDS:
+        df = var * var / ((sa ** 4 + sb ** 4) / (n - 1)) if (sa or sb) else math.inf
+        if _t975(df) * math.sqrt(var / n) < gap:
+            return n
+        n += 1 if n < 100 else max(1, n // 50)
+    return None
+
+
+def verdict_seeds(outcome: str, comparisons: Sequence[Comparison]) -> int | None:
+    """Seeds per arm at which a rule that combines ``comparisons`` (all reproduced -> reproduced, any not reproduced
+    -> not reproduced) would decide, the observed effects unchanged: the fewest seeds that decide some part as not
+    reproduced, else the most any part needs to be reproduced. None when decided, or when it cannot be estimated."""
+    if outcome != INCONCLUSIVE or not comparisons:
+        return None
+    against, needed = [], []
+    for c in comparisons:
+        if c.outcome == NOT_REPRODUCED:
+            return None
+        if c.outcome == REPRODUCED:
+            continue
+        n = seeds_to_decide(c)
+        if n is None:
+            needed.append(None)
+            continue
+        ma, mb = mean_std(c.a)[0], mean_std(c.b)[0]
+        if _would_refute(c, c.sign * (ma - mb)):
+            against.append(n)
+        needed.append(n)
+    if against:
+        return min(against)
+    return None if any(n is None for n in needed) else max(needed, default=None)
+
+
+def _would_refute(c: Comparison, delta: float) -> bool:
+    """Whether a narrow interval around ``delta`` falls on the rule's 'not reproduced' side. The three rules'
+    regions: better (one boundary 0): below 0; at_least (one boundary -margin): below it; within (two boundaries
+    -tol, +tol): outside them."""
+    if len(c.boundaries) == 2:
+        low, high = sorted(c.boundaries)
+        return delta < low or delta > high
+    return delta < c.boundaries[0]
 
 
 def _interval(kind: str, low: float, high: float, df: float, unit: Unit) -> str:
@@ -129,47 +249,50 @@ def better(a: Sequence[float], b: Sequence[float], higher_is_better: bool, unit:
     """Is a better than b? (outcome, interval text)"""
     short = _enough(a, b)
     if short:
+        _note(a, b, (0.0,), 1.0 if higher_is_better else -1.0, INCONCLUSIVE)
         return INCONCLUSIVE, short
     low, high, df = welch_interval(a, b)
     if not higher_is_better:
         low, high = -high, -low  # the interval of the improvement
     text = _interval("improvement", low, high, df, unit)
-    if low > 0:
-        return REPRODUCED, text
-    if high < 0:
-        return NOT_REPRODUCED, text
-    return INCONCLUSIVE, text
+    outcome = REPRODUCED if low > 0 else NOT_REPRODUCED if high < 0 else INCONCLUSIVE
+    _note(a, b, (0.0,), 1.0 if higher_is_better else -1.0, outcome)
+    return outcome, text
 
 
 def within(a: Sequence[float], b: Sequence[float], tolerance: float, unit: Unit = Unit()) -> tuple[str, str]:
     """Is |mean(a) - mean(b)| within ``tolerance``? (outcome, interval text)"""
     short = _enough(a, b)
     if short:
+        _note(a, b, (-tolerance, tolerance), 1.0, INCONCLUSIVE)
         return INCONCLUSIVE, short
     low, high, df = welch_interval(a, b)
     text = _interval("difference", low, high, df, unit) + f", tolerance ±{tolerance * unit.scale:.4g}{unit.name}"
     if -tolerance <= low and high <= tolerance:
-        return REPRODUCED, text
-    if high < -tolerance or low > tolerance:
-        return NOT_REPRODUCED, text
-    return INCONCLUSIVE, text
+        outcome = REPRODUCED
+    elif high < -tolerance or low > tolerance:
+        outcome = NOT_REPRODUCED
+    else:
+        outcome = INCONCLUSIVE
+    _note(a, b, (-tolerance, tolerance), 1.0, outcome)
+    return outcome, text
 
 
 def at_least(a: Sequence[float], b: Sequence[float], margin: float, higher_is_better: bool,
              unit: Unit = Unit()) -> tuple[str, str]:
     """Is a no worse than b by more than ``margin``? (outcome, interval text)"""
+    sign = 1.0 if higher_is_better else -1.0
     short = _enough(a, b)
     if short:
+        _note(a, b, (-margin,), sign, INCONCLUSIVE)
         return INCONCLUSIVE, short
     low, high, df = welch_interval(a, b)
     if not higher_is_better:
         low, high = -high, -low
     text = _interval("advantage", low, high, df, unit) + f", margin {margin * unit.scale:.4g}{unit.name}"
-    if low >= -margin:
-        return REPRODUCED, text
-    if high < -margin:
-        return NOT_REPRODUCED, text
-    return INCONCLUSIVE, text
+    outcome = REPRODUCED if low >= -margin else NOT_REPRODUCED if high < -margin else INCONCLUSIVE
+    _note(a, b, (-margin,), sign, outcome)
+    return outcome, text
 
 
 def combine(outcomes: Sequence[str]) -> str:

@@ -1,16 +1,24 @@
 """`repro report`: every claim of every experiment judged from the runs under RESULTS, written to
-RESULTS/REPORT.md and RESULTS/REPORT.html (with the experiments' figures)."""
+RESULTS/REPORT.md and RESULTS/REPORT.html (with the experiments' figures).
+
+A claim's verdict uses only the runs made from its rule commit (``Claim.rule_commit``) or a descendant of it: the
+run's commit (config.json's ``environment.git_commit``) is checked with ``git merge-base --is-ancestor`` in the
+repository that holds RESULTS (else the one holding this package). Other runs are listed as not counted, with why.
+For an inconclusive claim the report gives the seeds per arm at which the observed effect would decide.
+"""
 from __future__ import annotations
 
 import html
 import json
+import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from repro.claims import NOT_RUN, Verdict
+from repro.claims import INCONCLUSIVE, NOT_RUN, Claim, Evidence, Verdict, recording, verdict_seeds
 from repro.experiments import EXPERIMENTS, SCALES, Experiment, evidence
 
 
@@ -23,12 +31,103 @@ class Judged:
     where: str
     rule: str
     verdict: Verdict
-    runs: int
+    runs: int  # complete runs the verdict counted
+    rule_commit: str = ""  # as the claim names it ("" = not recorded)
+    rule_commit_note: str = ""  # the commit's date and subject, or why it cannot be checked
+    not_counted: list[tuple[Path, str]] = field(default_factory=list)  # (run folder, why)
+
+
+class Lineage:
+    """Which commits descend from which, asked of git in the repository holding ``where`` (or this package)."""
+
+    def __init__(self, where: Path):
+        self.root = _git_root(Path(where)) or _git_root(Path(__file__).resolve().parent)
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess | None:
+        if self.root is None:
+            return None
+        try:
+            return subprocess.run(["git", "-C", str(self.root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    @lru_cache(maxsize=None)
+    def resolve(self, commit: str) -> str | None:
+        """The full hash of ``commit`` if this repository has it."""
+        r = self._git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+        return r.stdout.strip() if r is not None and r.returncode == 0 else None
+
+    @lru_cache(maxsize=None)
+    def describe(self, commit: str) -> str:
+        r = self._git("show", "-s", "--format=%cs %s", commit)
+        return r.stdout.strip() if r is not None and r.returncode == 0 else ""
+
+    @lru_cache(maxsize=None)
+    def descends(self, ancestor: str, commit: str) -> bool:
+        r = self._git("merge-base", "--is-ancestor", ancestor, commit)
+        return r is not None and r.returncode == 0
+
+
+def _git_root(where: Path) -> Path | None:
+    probe = where if where.is_dir() else where.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        r = subprocess.run(["git", "-C", str(probe), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(r.stdout.strip()) if r.returncode == 0 else None
+
+
+def run_commit(run) -> str:
+    """The commit a run was made from, without the ``-dirty`` mark ("" if it did not record one)."""
+    commit = str((run.config.get("environment") or {}).get("git_commit") or "")
+    return commit[:-len("-dirty")] if commit.endswith("-dirty") else commit
+
+
+def counted_runs(claim: Claim, ev: Evidence, lineage: Lineage) -> tuple[Evidence, list[tuple[Path, str]], str]:
+    """The runs of ``ev`` the claim's verdict may use (made from its rule commit or a descendant), the others with
+    why, and a note on the rule commit."""
+    if not claim.rule_commit:
+        return ev, [], "not recorded: every run counts"
+    rule = lineage.resolve(claim.rule_commit)
+    if rule is None:
+        why = ("not in this repository's history (a shallow clone?)" if lineage.root else "no git repository here")
+        return Evidence({label: [] for label in ev.runs}, ev.scale), \
+            [(run.path, f"cannot check: rule commit {why}") for runs in ev.runs.values() for run in runs], \
+            f"cannot be checked: {why}"
+    kept, dropped = {}, []
+    for label, runs in ev.runs.items():
+        kept[label] = []
+        for run in runs:
+            commit = run_commit(run)
+            full = lineage.resolve(commit) if commit else None
+            if not commit:
+                dropped.append((run.path, "its commit was not recorded"))
+            elif full is None:
+                dropped.append((run.path, f"made from {commit[:12]}, a commit this repository does not have"))
+            elif not lineage.descends(rule, full):
+                dropped.append((run.path, f"made from {commit[:12]}, not the rule commit or a descendant"))
+            else:
+                kept[label].append(run)
+    return Evidence(kept, ev.scale), dropped, lineage.describe(rule)
+
+
+def judge_claim(claim: Claim, ev: Evidence) -> Verdict:
+    """The claim's verdict, with the seeds per arm that would decide it when it is inconclusive (from the
+    comparisons its rule made) unless the rule says so itself."""
+    with recording() as comparisons:
+        verdict = claim.judge(ev)
+    if verdict.seeds_to_decide is None and verdict.outcome == INCONCLUSIVE:
+        verdict.seeds_to_decide = verdict_seeds(verdict.outcome, comparisons)
+    return verdict
 
 
 def judge_all(results: Path, setting_key: Callable[[list[str]], str]) -> tuple[list[Judged], list[Path]]:
     """Every claim at every scale that has runs (the quick scale always, to show what is missing)."""
     judged, run_dirs = [], []
+    lineage = Lineage(results)
     for name in EXPERIMENTS.names():
         experiment = EXPERIMENTS.get(name)
         for scale in SCALES:
@@ -39,10 +138,17 @@ def judge_all(results: Path, setting_key: Callable[[list[str]], str]) -> tuple[l
                 continue
             run_dirs += list(done.values())
             for claim in experiment.claims:
-                verdict = claim.judge(ev) if done else Verdict(NOT_RUN, "no runs yet",
-                                                               f"run: repro reproduce {name} --scale {scale}")
+                mine, dropped, note = counted_runs(claim, ev, lineage)
+                counted = sum(len(runs) for runs in mine.runs.values())
+                if counted:
+                    verdict = judge_claim(claim, mine)
+                elif done:
+                    verdict = Verdict(NOT_RUN, "no run made from the rule commit or a descendant",
+                                      f"run: repro reproduce {name} --scale {scale}")
+                else:
+                    verdict = Verdict(NOT_RUN, "no runs yet", f"run: repro reproduce {name} --scale {scale}")
                 judged.append(Judged(experiment, scale, claim.id, claim.statement, claim.where, claim.rule, verdict,
-                                     len(done)))
+                                     counted, claim.rule_commit, note, dropped))
     return judged, run_dirs
 
 
@@ -71,10 +177,14 @@ def write(results: Path, judged: list[Judged], run_dirs: list[Path]) -> list[Pat
              f"Hardware of the runs: {hardware}.", f"Code (git commit) of the runs: {commits}.", "",
              "Each claim's rule is fixed in code (`repro/experiments/`, `repro/claims.py`) before its runs; a verdict "
              "holds for the scale it names only. Numbers are mean ± std (n = seeds).", "",
+             "Only runs made from a claim's rule commit or a descendant of it count towards its verdict (checked with "
+             "git); \"seeds to decide\" is the number of seeds per arm at which the observed effect, with the observed "
+             "spread, would decide an inconclusive claim under its rule.", "",
              "Verdicts: " + ", ".join(f"{n} {o}" for o, n in counts.most_common()), "",
-             "| claim | scale | verdict | measured |", "|---|---|---|---|"]
+             "| claim | scale | verdict | measured | seeds to decide | rule commit |", "|---|---|---|---|---|---|"]
     for j in judged:
-        lines.append(f"| {j.claim_id}: {j.statement} | {j.scale} | **{j.verdict.outcome}** | {j.verdict.measured} |")
+        lines.append(f"| {j.claim_id}: {j.statement} | {j.scale} | **{j.verdict.outcome}** | {j.verdict.measured} | "
+                     f"{_seeds_text(j)} | {j.rule_commit[:10] or 'not recorded'} |")
     lines.append("")
     for name in dict.fromkeys(j.experiment.name for j in judged):
         mine = [j for j in judged if j.experiment.name == name]
@@ -87,8 +197,15 @@ def write(results: Path, judged: list[Judged], run_dirs: list[Path]) -> list[Pat
                       f" complete runs): {spec.why}", ""]
             for j in (j for j in mine if j.scale == scale):
                 lines += [f"- **{j.claim_id}** — {j.statement} ({j.where}).", f"  Rule: {j.rule}.",
+                          f"  Rule commit: {_commit_text(j)}.",
                           f"  Measured: {j.verdict.measured}.", f"  Verdict: **{j.verdict.outcome}**"
-                          + (f" — {j.verdict.detail}" if j.verdict.detail else ""), ""]
+                          + (f" — {j.verdict.detail}" if j.verdict.detail else "")]
+                if j.verdict.outcome == INCONCLUSIVE:
+                    lines.append(f"  Seeds per arm to decide at the observed effect: {_seeds_text(j)}.")
+                if j.not_counted:
+                    lines.append(f"  Not counted ({len(j.not_counted)} runs): "
+                                 + "; ".join(f"`{_short(path, results)}` ({why})" for path, why in j.not_counted))
+                lines.append("")
             figures = sorted((experiment.folder(results, scale) / "figures").glob("*.png"))
             lines += [f"![{f.stem}]({f.relative_to(results)})" for f in figures] + ([""] if figures else [])
     md = results / "REPORT.md"
@@ -96,6 +213,26 @@ def write(results: Path, judged: list[Judged], run_dirs: list[Path]) -> list[Pat
     page = results / "REPORT.html"
     page.write_text(_html(lines))
     return [md, page]
+
+
+def _seeds_text(j: Judged) -> str:
+    if j.verdict.outcome != INCONCLUSIVE:
+        return "—"
+    n = j.verdict.seeds_to_decide
+    return str(n) if n is not None else "cannot be estimated"
+
+
+def _commit_text(j: Judged) -> str:
+    if not j.rule_commit:
+        return "not recorded (every run counts)"
+    return f"`{j.rule_commit[:12]}` ({j.rule_commit_note})" if j.rule_commit_note else f"`{j.rule_commit[:12]}`"
+
+
+def _short(path: Path, results: Path) -> str:
+    try:
+        return str(Path(path).relative_to(results))
+    except ValueError:
+        return str(path)
 
 
 def _html(lines: list[str]) -> str:

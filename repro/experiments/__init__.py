@@ -23,7 +23,9 @@ from repro.claims import Claim, Evidence
 from repro.registry import Registry
 
 EXPERIMENTS: Registry["Experiment"] = Registry("experiment", package=__name__)
-SCALES = ("quick", "paper")
+# quick: the laptop; emulated-cluster: two network-namespace nodes on one quiet machine (repro/emulated_cluster.py);
+# paper: the authors' setting (GPU boxes)
+SCALES = ("quick", "emulated-cluster", "paper")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Scale:
     seeds: int = 3  # judging seeds per judged setting
     minutes_per_run: float = 0.0  # one run on the reference 2-core CPU (quick) or one GPU box (paper): estimates
     why: str = ""  # why this setting: written before any of its runs, never retuned to agree with a paper
+    launcher: str = ""  # "" = `repro run` per cell; "emulated-cluster" = each cell on two emulated nodes
     selection_seeds: tuple[int, ...] = (0,)  # where the settings of a grid run before one of them is chosen
     # (evidence of the selection seeds' runs, a grid's labels in grid order) -> the chosen label, or None while a
     # selection run is missing; required when the scale has grids
@@ -109,7 +112,7 @@ def register(experiment: Experiment) -> Experiment:
 def of_seeds(ev: Evidence, seeds: Iterable[int]) -> Evidence:
     """The same evidence with only the runs of ``seeds`` (selection seeds apart from judging seeds)."""
     keep = set(seeds)
-    return Evidence({label: [run for run in runs if run.seed in keep] for label, runs in ev.runs.items()})
+    return Evidence({label: [run for run in runs if run.seed in keep] for label, runs in ev.runs.items()}, ev.scale)
 
 
 def evidence(experiment: Experiment, scale: str, results: Path,
@@ -126,5 +129,5 @@ def evidence(experiment: Experiment, scale: str, results: Path,
         runs[setting.label] = found
         for run in found:
             done[(setting.label, run.seed)] = run.path
-    return Evidence(runs), done
+    return Evidence(runs, scale), done
 

@@ -47,17 +47,13 @@ def draw(results: Path, out: Path, preset: str | None = None) -> list[Path]:
 
 
 def iterations_to(metrics: pd.DataFrame, target: float) -> float:
-    """Iterations per worker at which the training loss first reaches ``target``, linearly interpolated
-    between the two logged rows around the crossing (rows are one epoch apart, so the first row at or below
-    the target alone would overstate the iterations by up to an epoch); NaN if never reached."""
-    loss, iters = metrics["train_loss"].to_numpy(float), metrics["iteration"].to_numpy(float)
-    hits = (loss <= target).nonzero()[0]
-    if len(hits) == 0:
-        return float("nan")
-    i = int(hits[0])
-    if i == 0 or loss[i - 1] == loss[i]:
-        return float(iters[i])
-    return float(iters[i - 1] + (iters[i] - iters[i - 1]) * (loss[i - 1] - target) / (loss[i - 1] - loss[i]))
+    """Iterations per worker at which the running training loss first reaches ``target``: each epoch's mean loss
+    placed halfway through its iterations, linearly interpolated around the crossing (the P1-parallel claim's
+    measure, repro/experiments/celgc.py); NaN if never reached."""
+    from repro.experiments.celgc import first_reach, mid_epoch_iterations
+
+    iters = mid_epoch_iterations(metrics["iteration"].astype(float).tolist())
+    return first_reach(iters, metrics["train_loss"].astype(float).tolist(), target, higher_is_better=False)
 
 
 @FIGURES.register("celgc-speedup")
