@@ -145,3 +145,21 @@ def test_the_paper_experiment_follows_the_authors_main_py():
     for grid, labels in paper.grids().items():
         assert len(labels) >= 5, grid  # room for the best to sit inside
     assert paper.seeds >= claims.MIN_SEEDS and paper.selection_seeds == (0,)
+
+
+@pytest.mark.slow  # resolves every setting through the command line and judges through the report
+def test_p3_claims_are_judged_from_run_folders_both_ways(tmp_path):
+    from test_experiments import _fake_runs, _verdicts
+
+    chosen = _middle()
+    for folder, sgdol_acc, sgdol_lr, outcome in (("a", 0.85, 0.14, claims.REPRODUCED),
+                                                 ("b", 0.70, 0.25, claims.NOT_REPRODUCED)):  # 0.25 > 2/M
+        _fake_runs(tmp_path / folder, QUICK.name, {label: [acc] for label, acc in _selection(chosen).items()},
+                   seeds=p3.SELECTION_SEEDS)
+        judging = {p3.SGDOL: [sgdol_acc] * SPEC.seeds, **{label: [0.85] * SPEC.seeds for label in chosen.values()}}
+        _fake_runs(tmp_path / folder, QUICK.name, judging, seeds=JUDGING, extra={p3.SGDOL: {"lr": sgdol_lr}})
+        verdicts = _verdicts(tmp_path / folder)
+        assert verdicts["P3-match"].outcome == outcome, verdicts["P3-match"]
+        assert all(label in verdicts["P3-match"].measured for label in chosen.values())
+        assert verdicts["P3-stepsize"].outcome == outcome
+    assert verdicts["P1-track-lm"].outcome == claims.NOT_RUN  # no runs of that experiment

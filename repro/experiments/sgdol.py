@@ -15,6 +15,9 @@ from repro import claims
 from repro.claims import Claim, Evidence, Verdict
 from repro.experiments import Experiment, Scale, Setting, of_seeds, register
 
+# The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
+# Runs from older commits are listed by `repro report` as not counted.
+RULE_COMMIT = "2b424060e0e503d8854b604f6f33661e47a7813f"
 M = 10.0  # SGDOL's smoothness M = alpha = 10 (the authors' MNIST/main.py defaults --smoothness 10 --alpha 10)
 SGDOL = "SGDOL M=alpha=10"
 BASELINES = ("sgd", "adam", "adagrad")
@@ -141,13 +144,13 @@ def _claims(spec: Scale, value, margin: float, judged: str) -> tuple[Claim, Clai
               f"mean test accuracy (SGDOL - baseline) above -{margin * 100:g} points -> reproduced, entirely below "
               f"-> not reproduced; all three reproduced -> reproduced, any not reproduced -> not reproduced; >= 3 "
               f"judging seeds each and no verdict before the planned seeds are complete; a chosen cell at an edge of its grid turns reproduced into inconclusive",
-              judge_match),
+              judge_match, rule_commit=RULE_COMMIT),
         Claim("P3-stepsize", "P3",
               "SGDOL's learned stepsize stays in [0, 2/M] and adapts (moves away from its start 1/M)",
               "Zhuang, Cutkosky, Orabona 2019, Sec. 4 (the algorithm: eta clipped to [0, 2/M]) and Sec. 5",
               "every logged stepsize of every judging seed in [0, 2/M], and in every such seed some logged stepsize "
               "more than 10 % away from 1/M -> reproduced; else not reproduced; the planned judging seeds (>= 3)",
-              judge_stepsize),
+              judge_stepsize, rule_commit=RULE_COMMIT),
     )
 
 
