@@ -88,6 +88,12 @@ def run_closure(closure) -> torch.Tensor | None:
         return closure()
 
 
+def gradients_per_step(name: str) -> int:
+    """How many gradients optimizer ``name`` evaluates per step (its builder's ``gradients_per_step``, default 1):
+    known without building it, so the launcher can refuse a pairing that needs one (a parameter server)."""
+    return int(getattr(OPTIMIZERS.get(name), "gradients_per_step", 1))
+
+
 def scaled_hparams(optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
     return tuple(getattr(optimizer, "scaled_hparams", ("lr",)))
 
@@ -98,4 +104,4 @@ def optimizer_metrics(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return pop() if pop else {}
 
 
-__all__ = ["OPTIMIZERS", "make", "param_groups", "run_closure", "accepted_hparams", "scaled_hparams", "optimizer_metrics", "UsageError"]
+__all__ = ["OPTIMIZERS", "make", "gradients_per_step", "param_groups", "run_closure", "accepted_hparams", "scaled_hparams", "optimizer_metrics", "UsageError"]

@@ -126,3 +126,6 @@ def sgdol(params, smoothness: float = 10.0, alpha: float = 10.0, weight_decay: f
 def sgdol_coord(params, smoothness: float = 10.0, alpha: float = 10.0, weight_decay: float = 0.0):
     """One self-tuned stepsize per coordinate (elementwise sums)."""
     return SGDOL(params, smoothness=smoothness, alpha=alpha, weight_decay=weight_decay, per_coordinate=True)
+
+
+sgdol.gradients_per_step = sgdol_coord.gradients_per_step = 2  # read by repro.optim.gradients_per_step
