@@ -674,23 +674,46 @@ def report(results: Path = typer.Option(Path("results"), help="Results root (as 
 
 
 @app.command("plot")
-def plot(figure: str = typer.Argument(..., help="Figure name (see `repro list`)."),
+def plot(figure: Optional[str] = typer.Argument(None, help="Figure name (see `repro list`); without it, every "
+                                                           "figure the runs allow."),
          results: Path = typer.Option(Path("results"), help="Folder of run directories."),
-         out: Optional[Path] = typer.Option(None, help="Where PNG and PDF files go (default: RESULTS/figures)."),
+         out: Optional[Path] = typer.Option(None, help="Where PNG and PDF files go (default: RESULTS/figures; without "
+                                                       "FIGURE, each run folder's own figures/)."),
          preset: Optional[str] = typer.Option(None, help="Only runs of this preset.")):
-    """Redraw a paper figure from the CSV logs under --results (PNG + PDF)."""
+    """Redraw a paper figure from the CSV logs under --results (PNG + PDF). Without FIGURE: every figure that the
+    runs under --results allow, also in experiments' folders (RESULTS/EXPERIMENT/SCALE/figures); it names the
+    figures it drew and where, and those it could not draw for lack of runs."""
     from repro.figures import FIGURES
     from repro.runlog import check_writable
 
-    if not figure:
-        raise UsageError("Missing argument 'FIGURE'.")
-    draw = FIGURES.get(figure)
     if not results.is_dir():
         raise UsageError(f"results folder {results} does not exist")
+    if figure is None:
+        _plot_every(results, out, preset)
+        return
+    draw = FIGURES.get(figure)
     out = out or results / "figures"
     check_writable(out)
     for path in draw(results, out, preset=preset):
         typer.echo(str(path))
+
+
+def _plot_every(results: Path, out: Optional[Path], preset: Optional[str]) -> None:
+    """`repro plot` without a figure: one line per figure drawn (where) and per figure not drawn (why)."""
+    from repro.figures._every import draw_every
+
+    outcome = draw_every(results, out, preset)
+    for figure, source, paths in outcome.drawn:
+        typer.echo(f"drew {figure} from {source.runs}: {len(paths)} files in {source.out}")
+    for figure, why in outcome.not_drawn.items():
+        typer.echo(f"not drawn {figure}: {why}")
+    for figure, source, error in outcome.failed:
+        typer.echo(f"failed {figure} from {source.runs}: {error}", err=True)
+    if outcome.failed:
+        raise SystemExit(1)
+    if not outcome.drawn:
+        raise UsageError(f"no figure could be drawn from the runs under {results}"
+                         + (f" with preset {preset}" if preset else "") + " (each one's reason above)")
 
 
 @app.command("summarize")

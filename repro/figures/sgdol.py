@@ -130,8 +130,11 @@ def draw_stepsize(sgdol_groups: list[list[Run]], title: str, stem: Path) -> list
         if diverged:
             name += f" ({diverged} diverged)"
         line = plot_band(ax, seeds, "iteration", "lr", name)
-        first = curve(seeds, "iteration", "lr").iloc[0]  # eta_1 = 1/M at iteration 0, joined to the first row
-        ax.plot([0, first["iteration"]], [1.0 / m_value, first["mean"]], color=line.get_color(), marker="o", markersize=3)
+        logged = curve(seeds, "iteration", "lr")  # none where every seed diverged before its first evaluation
+        if not logged.empty:  # eta_1 = 1/M at iteration 0, joined to the first row
+            first = logged.iloc[0]
+            ax.plot([0, first["iteration"]], [1.0 / m_value, first["mean"]], color=line.get_color(), marker="o",
+                    markersize=3)
         ax.axhline(1.0 / m_value, color=line.get_color(), linestyle="--", linewidth=0.8)
         ax.axhline(2.0 / m_value, color=line.get_color(), linestyle=":", linewidth=0.8)
     ax.set_xlabel("iterations (SGDOL steps; 2 gradient evaluations each)")
