@@ -1,20 +1,26 @@
 """Paper-specific training features as callbacks, so the trainer's loop is the generic part only.
 
 Hooks (all optional): ``on_objective`` (the loss backward sees), ``before_step`` / ``after_step`` (around every
-optimizer step), ``evaluate`` (wraps the scoring of the evaluated model), and ``state_dict`` / ``load_state_dict``
-(checkpoints). The worker builds them from the run's `train` settings (``from_settings``).
+optimizer step), ``evaluate`` (wraps the scoring of the evaluated model; the columns it adds are declared in
+``metric_columns``), and ``state_dict`` / ``load_state_dict`` (checkpoints). The worker builds them from the run's
+`train` settings (``from_settings``).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from repro.iterate_average import TriggeredIterateAverage
 from repro.stats import MagnitudeStats
 
+if TYPE_CHECKING:
+    from repro.config import TrainSettings
+
 
 class Callback:
+    metric_columns: tuple[str, ...] = ()  # the columns evaluate() adds to a row
+
     def on_objective(self, objective: torch.Tensor) -> torch.Tensor:
         return objective
 
@@ -70,7 +76,10 @@ class GradientUpdateStats(Callback):
 
 class IterateAveraging(Callback):
     """NT-ASGD evaluation (the CELGC authors' LM code): once the validation loss stalls for ``nonmono``
-    evaluations, every later evaluation scores the running mean of the evaluated end-of-epoch models."""
+    evaluations, every later evaluation scores the running mean of the evaluated end-of-epoch models
+    (``averaged_iterate``: how many models the mean holds; empty before it starts)."""
+
+    metric_columns = ("averaged_iterate",)
 
     def __init__(self, nonmono: int):
         self.average = TriggeredIterateAverage(nonmono)
@@ -96,13 +105,13 @@ class IterateAveraging(Callback):
             self.average.average = [t.to(device) for t in self.average.average]
 
 
-def from_settings(train: dict, with_stats: bool) -> list[Callback]:
-    """The callbacks a run's `train` settings ask for (``with_stats``: this rank records histograms)."""
+def from_settings(train: "TrainSettings", with_stats: bool) -> list[Callback]:
+    """The callbacks a run's validated `train` settings ask for (``with_stats``: this rank records histograms)."""
     callbacks: list[Callback] = []
-    if float(train.get("loss_multiplier", 1.0)) != 1.0:
-        callbacks.append(LossMultiplier(float(train["loss_multiplier"])))
-    if with_stats and train.get("log_stats"):
-        callbacks.append(GradientUpdateStats(MagnitudeStats(train["log_stats"])))
-    if train.get("average_after_nonmono", 0):
-        callbacks.append(IterateAveraging(int(train["average_after_nonmono"])))
+    if train.loss_multiplier != 1.0:
+        callbacks.append(LossMultiplier(train.loss_multiplier))
+    if with_stats and train.log_stats:
+        callbacks.append(GradientUpdateStats(MagnitudeStats(train.log_stats)))
+    if train.average_after_nonmono:
+        callbacks.append(IterateAveraging(train.average_after_nonmono))
     return callbacks

@@ -57,7 +57,7 @@ class Registry(Generic[T]):
 
 
 # Arguments a builder receives from the framework rather than from settings.
-FRAMEWORK_ARGS = ("params", "epochs")
+FRAMEWORK_ARGS = ("params", "epochs", "context")  # context: repro.context.RunContext
 
 
 def builder_defaults(fn: Callable) -> dict:

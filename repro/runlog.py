@@ -227,16 +227,48 @@ def write_json(path: Path, data: dict) -> None:
 
 
 class MetricsCSV:
-    """Appends one row per evaluation; the header is fixed when the run starts."""
+    """Appends one row per evaluation; the header is fixed when the run starts: the columns its components declare.
+    A row with a column the header lacks is refused (a component reporting a column it did not declare), never
+    dropped; a declared column a row lacks stays empty (no evaluation in a diverged row). Reopening a file whose
+    header lacks some declared columns (a run begun by an older version, resumed) rewrites it with them added, the
+    rows kept, the new columns empty in them."""
 
     def __init__(self, path: Path, columns: list[str]):
-        self.columns, self.path = columns, Path(path)
+        self.path = Path(path)
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"metrics columns named twice: {sorted(c for c in set(columns) if columns.count(c) > 1)}")
+        self.columns = self._header(list(columns))
         self._file = open(path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
         if self._file.tell() == 0:
             self._written(self._writer.writeheader)
 
+    def _header(self, columns: list[str]) -> list[str]:
+        """The declared columns, or the existing file's header widened to hold them (rewritten in place)."""
+        try:
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                old, rows = list(reader.fieldnames or []), list(reader)
+        except FileNotFoundError:
+            return columns
+        if not old or not set(columns) - set(old):
+            return old or columns
+        merged = [c for c in old if c != "status"] + [c for c in columns if c not in old and c != "status"]
+        if "status" in old or "status" in columns:
+            merged.append("status")  # stays last
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=merged)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
+        return merged
+
     def write(self, row: dict) -> None:
+        unknown = [k for k in row if k not in self.columns]
+        if unknown:
+            raise ValueError(f"metrics row has undeclared column(s) {', '.join(unknown)}: the component reporting "
+                             f"them must declare them (metric_columns); {self.path} has {', '.join(self.columns)}")
         self._written(lambda: self._writer.writerow({k: ("" if v is None else v) for k, v in row.items()}))
 
     def _written(self, write) -> None:

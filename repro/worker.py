@@ -12,10 +12,12 @@ import torch.distributed as dist
 
 from repro import checkpoint, optim, schedules, sync
 from repro.callbacks import GradientUpdateStats, from_settings
+from repro.config import TrainSettings
+from repro.context import RunContext, assign_roles
 from repro.progress import NullProgress, RichProgress
 from repro.runlog import MetricsCSV, write_json
 from repro.task import TASKS
-from repro.trainer import BASE_COLUMNS, TrainConfig, Trainer
+from repro.trainer import Trainer
 
 
 DEFAULT_TIMEOUT_S = 300  # --timeout: how long the workers wait for a peer that stopped responding
@@ -47,13 +49,12 @@ def setup_process() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def apply_numerics(train: dict) -> None:
+def apply_numerics(settings: TrainSettings) -> None:
     """The run's GPU switches (train settings tf32, deterministic), before any CUDA work. Both off by default: fp32
     matmuls and convolutions in full precision (torch's own default lets cuDNN use TF32)."""
-    tf32 = bool(train.get("tf32", False))
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    if train.get("deterministic", False):
+    torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+    torch.backends.cudnn.allow_tf32 = settings.tf32
+    if settings.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when its handle is made
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -194,44 +195,40 @@ def save_states(state: dict, rank: int, world: int, shards: Path | None, epoch: 
 
 
 def run_worker(spec: dict) -> dict:
-    apply_numerics(spec["train"])
+    settings = TrainSettings(**spec["train"])  # validated when the run was resolved
+    apply_numerics(settings)
     rank, world, device = setup_process()
     stop = StopRequest()
     stop.install()
     finished = False  # every rank reached the end together (a finished or an agreed interrupted run)
     try:
         task_cls = TASKS.get(spec["task"]["name"])
-        train_settings = spec["train"]
-        seed = train_settings["seed"]
-        seed_everything(seed)  # same seed everywhere: the same initial weights (broadcast_model checks)
+        sync.SYNC_POLICIES.get(spec["sync"]["name"])  # its package imported: components that assign roles registered
+        context = RunContext.build(rank, world, device, settings.seed, assign_roles(spec, world))
+        seed_everything(context.seed)  # same seed everywhere: the same initial weights (broadcast_model checks)
         task = task_cls(task_cls.parse_options(spec["task"]["options"]), rank=rank, world_size=world, device=device)
-        task.eval_batch_limit = train_settings.get("eval_batches")
-        if train_settings.get("channels_last"):
+        task.eval_batch_limit = settings.eval_batches
+        if settings.channels_last:
             task.use_channels_last()  # before the broadcast and the optimizer: the parameters keep this layout
         sync.broadcast_model(task.model)
-        seed_everything(seed + 1000 * rank)  # then each worker draws its own dropout masks and batches
+        seed_everything(context.rank_seed)  # then each worker draws its own dropout masks and batches
         optimizer = optim.make(spec["optimizer"]["name"],
                                optim.param_groups(task.model, spec["optimizer"].get("param_groups", "all")),
                                **spec["optimizer"]["hparams"])
-        policy = sync.make(spec["sync"]["name"], **spec["sync"]["options"])
-        epochs = train_settings["epochs"]
-        schedule = schedules.make(spec["schedule"]["name"], epochs, **spec["schedule"]["options"])
+        policy = sync.make(spec["sync"]["name"], context=context, **spec["sync"]["options"])
+        schedule = schedules.make(spec["schedule"]["name"], settings.epochs, **spec["schedule"]["options"])
         run_dir = Path(spec["run_dir"]) if rank == 0 and spec.get("run_dir") else None
         # Every rank records the same callbacks (their state must line up in checkpoints); rank 0 saves the stats.
-        callbacks = from_settings(train_settings, with_stats=True)
+        callbacks = from_settings(settings, with_stats=True)
         minutes = spec.get("checkpoint_minutes")
-        config = TrainConfig(epochs=epochs, max_steps=train_settings.get("max_steps"),
-                             eval_sync=train_settings.get("eval_sync", "copy"),
-                             pairing=train_settings.get("pairing", "fresh-batch"), callbacks=callbacks,
-                             compile=bool(train_settings.get("compile", False)),
-                             checkpoint_seconds=60.0 * float(minutes) if minutes else None)
 
-        sink, progress = None, NullProgress()
-        if run_dir is not None:
-            sink = MetricsCSV(run_dir / "metrics.csv", [*BASE_COLUMNS, *task.metric_columns, "status"])
+        progress = NullProgress()
         if rank == 0 and not spec.get("quiet"):
-            progress = RichProgress(epochs, task.sample_unit, task.metric_columns)
-        trainer = Trainer(task, optimizer, policy, schedule, config, sink, progress, device)
+            progress = RichProgress(settings.epochs, task.sample_unit, task.metric_columns)
+        trainer = Trainer(task, optimizer, policy, schedule, settings, None, progress, context, callbacks,
+                          checkpoint_seconds=60.0 * float(minutes) if minutes else None)
+        sink = MetricsCSV(run_dir / "metrics.csv", trainer.columns) if run_dir is not None else None
+        trainer.sink = sink
         if spec.get("resume_from"):
             resume_from = Path(spec["resume_from"])
             payload = checkpoint.load(resume_from, identity=spec.get("identity"), world_size=world)

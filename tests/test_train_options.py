@@ -3,10 +3,13 @@ import numpy as np
 import torch
 
 from repro import optim
+from repro.callbacks import GradientUpdateStats, LossMultiplier
+from repro.config import TrainSettings
+from repro.context import RunContext
 from repro.stats import BINS_PER_DECADE, MagnitudeStats
 from repro.sync import SyncPolicy
 from repro.task import Batch, Task
-from repro.trainer import TrainConfig, train
+from repro.trainer import train
 
 
 class NullProgress:
@@ -46,8 +49,11 @@ def _train(multiplier=1.0, stats=None, lr=0.1):
     task = ToyTask()
     before = task.model.weight.detach().clone()
     opt = optim.make("sgd", task.model.parameters(), lr=lr)
-    row = train(task, opt, SyncPolicy(), lambda e: 1.0, TrainConfig(epochs=1, loss_multiplier=multiplier, stats=stats),
-                None, NullProgress(), torch.device("cpu"))
+    callbacks = [LossMultiplier(multiplier)] if multiplier != 1.0 else []
+    callbacks += [GradientUpdateStats(stats)] if stats is not None else []
+    context = RunContext.build(0, 1, "cpu", 0)
+    row = train(task, opt, SyncPolicy(context), lambda e: 1.0, TrainSettings(epochs=1), None, NullProgress(), context,
+                callbacks)
     return task.model.weight.detach() - before, row
 
 

@@ -102,16 +102,18 @@ def test_state_dict_at_an_epoch_end_continues_the_run_exactly(tmp_path, name):
 
 def _trainer(optimizer="sgdol", hparams=None, epochs=4, callbacks=(), task_cls=ToyRegression, pairing="fresh-batch"):
     from repro import optim
+    from repro.config import TrainSettings
+    from repro.context import RunContext
     from repro.sync import SyncPolicy
-    from repro.trainer import TrainConfig, Trainer
+    from repro.trainer import Trainer
 
     torch.manual_seed(0)
     task = task_cls()
     opt = optim.make(optimizer, task.model.parameters(), **(hparams or {}))
     rows = Rows()
-    trainer = Trainer(task, opt, SyncPolicy(), lambda e: 0.5 ** e,
-                      TrainConfig(epochs=epochs, callbacks=list(callbacks), pairing=pairing),
-                      rows, NullProgress(), torch.device("cpu"))
+    context = RunContext.build(0, 1, "cpu", 0)
+    trainer = Trainer(task, opt, SyncPolicy(context), lambda e: 0.5 ** e, TrainSettings(epochs=epochs, pairing=pairing),
+                      rows, NullProgress(), context, callbacks)
     return trainer, rows
 
 

@@ -87,21 +87,23 @@ class NullProgress:
 def build(spec: dict, rank: int, world: int, rows: Rows | None = None):
     """A Trainer from a run-spec-shaped dict, as repro/worker.py builds one (seeded alike, rank 0's weights)."""
     from repro import callbacks, optim, schedules, sync
-    from repro.trainer import TrainConfig, Trainer
+    from repro.config import TrainSettings
+    from repro.context import RunContext
+    from repro.trainer import Trainer
     from repro.worker import seed_everything
 
-    train = spec["train"]
-    seed_everything(train["seed"])
+    settings = TrainSettings(**spec["train"])
+    settings.validate()
+    context = RunContext.build(rank, world, "cpu", settings.seed, spec.get("roles"))
+    seed_everything(context.seed)
     task = ToyRegression(None, rank, world)
     sync.broadcast_model(task.model)
-    seed_everything(train["seed"] + 1000 * rank)
+    seed_everything(context.rank_seed)
     optimizer = optim.make(spec["optimizer"]["name"], task.model.parameters(), **spec["optimizer"]["hparams"])
-    policy = sync.make(spec["sync"]["name"], **spec["sync"]["options"])
-    schedule = schedules.make(spec["schedule"]["name"], train["epochs"], **spec["schedule"]["options"])
-    config = TrainConfig(epochs=train["epochs"], eval_sync=train.get("eval_sync", "copy"),
-                         pairing=train.get("pairing", "fresh-batch"),
-                         callbacks=callbacks.from_settings(train, with_stats=True))
-    return Trainer(task, optimizer, policy, schedule, config, rows, NullProgress(), torch.device("cpu"))
+    policy = sync.make(spec["sync"]["name"], context=context, **spec["sync"]["options"])
+    schedule = schedules.make(spec["schedule"]["name"], settings.epochs, **spec["schedule"]["options"])
+    return Trainer(task, optimizer, policy, schedule, settings, rows, NullProgress(), context,
+                   callbacks.from_settings(settings, with_stats=True))
 
 
 def _stats(trainer) -> dict:

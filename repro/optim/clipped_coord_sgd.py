@@ -28,6 +28,8 @@ class ClippedCoordSGD(torch.optim.Optimizer):
     differ per param group. ``pop_metrics`` reports the fraction of coordinates clipped, averaged over the
     steps since the last call (the ``clip_fraction`` column; for clipped-sgd it counts clipped steps)."""
 
+    metric_columns = ("clip_fraction",)  # pop_metrics' keys: the metrics.csv column it reports
+
     def __init__(self, params, lr: float, fraction: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
         self.fraction = fraction

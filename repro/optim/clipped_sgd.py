@@ -17,6 +17,7 @@ class ClippedSGD(torch.optim.Optimizer):
     """
 
     scaled_hparams = ("lr", "clip")
+    metric_columns = ("clip_fraction",)  # pop_metrics' keys: the metrics.csv column it reports
 
     def __init__(self, params, lr: float, clip: float, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay))

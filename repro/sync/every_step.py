@@ -9,7 +9,8 @@ flat version gives. ``bucketed=False``: one flattened all-reduce of all gradient
 overlapped), kept to measure the difference (benchmarks/every_step_buckets.py).
 
 Counting is the same either way: one round per gradient evaluation (the paper's one round per step; SGDOL's two
-gradients are two rounds), bytes = all gradients' bytes (the buckets partition them, no padding).
+gradients are two rounds), payload = all gradients' bytes (the buckets partition them, no padding); wire bytes: the
+ring all-reduce of each bucket (2(N-1)/N x its bytes each way), the flat version's of the one flat tensor.
 """
 import torch
 import torch.distributed as dist
@@ -17,26 +18,28 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from torch.nn.parallel import DistributedDataParallel
 
 from repro.errors import UsageError
-from repro.sync import SYNC_POLICIES, SyncPolicy, float_buffers, parameters_with_grads
+from repro.sync import SYNC_POLICIES, SyncPolicy, float_buffers, parameters_with_grads, ring_all_reduce_bytes
 
 
 class GradientAllReduce(SyncPolicy):
-    def __init__(self, bucketed: bool = True):
-        super().__init__()
+    def __init__(self, bucketed: bool = True, context=None):
+        super().__init__(context)
         if not isinstance(bucketed, bool):
             raise UsageError(f"bucketed must be true or false, got {bucketed!r}")
         self.bucketed = bucketed
         self._ddp: _ModelDDP | None = None
         self._bucket_bytes = 0  # bytes the hook all-reduced during the current backward
+        self._bucket_wire = 0  # their ring all-reduces' wire bytes (each way)
 
     def wrap(self, model):
-        if not self.bucketed or not dist.is_initialized() or dist.get_world_size() == 1:
+        if not self.bucketed or not self.context.distributed:
             return model
         # forward_sync_buffers=False: BatchNorm statistics stay local, as in the flat version (averaged for
         # evaluation only). init_sync=False: the workers already hold the same weights (broadcast_model), and a
         # resumed run's local buffers must not be replaced by rank 0's. No find_unused_parameters: every task uses
         # all parameters (DDP raises otherwise), so no extra graph traversal per step.
-        self._ddp = _ModelDDP(model, forward_sync_buffers=False, init_sync=False)
+        self._ddp = _ModelDDP(model, process_group=self.context.world_group, forward_sync_buffers=False,
+                              init_sync=False)
         self._ddp.register_comm_hook(self, _counted_allreduce)
         return self._ddp
 
@@ -44,9 +47,8 @@ class GradientAllReduce(SyncPolicy):
         if self._ddp is not None:  # DDP averaged the gradients during backward
             if not self._bucket_bytes:
                 raise RuntimeError("every-step: backward did not run through the DDP wrapper from wrap()")
-            self.comm_rounds += 1
-            self.comm_bytes += self._bucket_bytes
-            self._bucket_bytes = 0
+            self.book(self._bucket_bytes, self._bucket_wire, self._bucket_wire)
+            self._bucket_bytes = self._bucket_wire = 0
             return
         params = parameters_with_grads(model)
         for p in params:  # a parameter unused this batch still takes part: every worker sends the same layout
@@ -75,10 +77,12 @@ class _ModelDDP(DistributedDataParallel):
 def _counted_allreduce(policy: GradientAllReduce, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """torch's averaging hook (divide by the world size, all-reduce asynchronously), its payload booked."""
     buffer = bucket.buffer()
-    policy._bucket_bytes += buffer.numel() * buffer.element_size()
-    return allreduce_hook(None, bucket)
+    payload = buffer.numel() * buffer.element_size()
+    policy._bucket_bytes += payload
+    policy._bucket_wire += ring_all_reduce_bytes(payload, policy.context.world, policy.context.rank)
+    return allreduce_hook(policy.context.world_group, bucket)
 
 
 @SYNC_POLICIES.register("every-step")
-def every_step(bucketed: bool = True):
-    return GradientAllReduce(bucketed)
+def every_step(bucketed: bool = True, context=None):
+    return GradientAllReduce(bucketed, context)

@@ -7,5 +7,5 @@ class NoSync(SyncPolicy):
 
 
 @SYNC_POLICIES.register("none")
-def no_sync():
-    return NoSync()
+def no_sync(context=None):
+    return NoSync(context)

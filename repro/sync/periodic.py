@@ -1,5 +1,4 @@
 """Model averaging every ``interval`` local steps (local SGD / CELGC): parameters and float buffers."""
-import torch.distributed as dist
 from torch.distributed.algorithms.model_averaging.utils import average_parameters
 
 from repro.errors import UsageError
@@ -7,8 +6,8 @@ from repro.sync import SYNC_POLICIES, SyncPolicy, float_state
 
 
 class PeriodicAveraging(SyncPolicy):
-    def __init__(self, interval: int):
-        super().__init__()
+    def __init__(self, interval: int, context=None):
+        super().__init__(context)
         if interval < 1:
             raise UsageError(f"interval must be >= 1, got {interval}")
         self.interval = interval
@@ -21,9 +20,9 @@ class PeriodicAveraging(SyncPolicy):
 
     def synchronize(self, model):
         # Averaging twice in a row is a no-op, so evaluation right after a scheduled sync costs nothing.
-        if self.steps_since_sync and dist.is_initialized() and dist.get_world_size() > 1:
+        if self.steps_since_sync and self.context.distributed:
             state = float_state(model)
-            average_parameters(iter(state), dist.group.WORLD)  # torch's flattened one-call averager
+            average_parameters(iter(state), self.context.world_group)  # torch's flattened one-call averager
             self.count(state)
         self.steps_since_sync = 0
 
@@ -40,5 +39,5 @@ class PeriodicAveraging(SyncPolicy):
 
 
 @SYNC_POLICIES.register("periodic")
-def periodic(interval: int = 1):
-    return PeriodicAveraging(interval)
+def periodic(interval: int = 1, context=None):
+    return PeriodicAveraging(interval, context)
