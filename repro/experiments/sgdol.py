@@ -173,8 +173,12 @@ QUICK = ("convnet-fashion-mnist", "--preset", "quick", "--set", "train_subset=12
          "--epochs", "6")
 QUICK_LAST = 3  # judged: the mean of the last 3 epochs' test accuracy (a constant lr's last epoch swings)
 QUICK_MARGIN = 0.01  # 1 point of accuracy at Fashion-MNIST's ~12 % error at this scale
-QUICK_PILOT_STD = None  # measured by the pilot (PILOT_SEEDS of the SGDOL cell); None: not yet measured
-QUICK_SEEDS = 3 if QUICK_PILOT_STD is None else seeds_for_margin(QUICK_PILOT_STD, QUICK_MARGIN)
+# The pilot: the judged value (last-3 mean test accuracy) of the SGDOL cell on PILOT_SEEDS, run at RULE_COMMIT
+# before any judging run; () while it has not finished. The judging seeds follow from its std, written here (and
+# committed) before the first judging run: QUICK_SEEDS stays 3 until then.
+QUICK_PILOT: tuple[float, ...] = ()
+QUICK_PILOT_STD = claims.mean_std(QUICK_PILOT)[1] if len(QUICK_PILOT) >= 2 else None
+QUICK_SEEDS = claims.MIN_SEEDS if QUICK_PILOT_STD is None else seeds_for_margin(QUICK_PILOT_STD, QUICK_MARGIN)
 
 # paper: the authors' MNIST/main.py on real MNIST (recipes/sgdol.py cites each value); grids of five half-decades
 PAPER_LRS = {"sgd": (0.01, 0.03, 0.1, 0.3, 1.0), "adam": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
@@ -183,6 +187,16 @@ PAPER = ("convnet-mnist", "--preset", "paper")
 PAPER_MARGIN = 0.002  # 0.2 points: a fifth of MNIST's ~1 % test error (a 1-point margin would allow doubling it)
 PAPER_ASSUMED_STD = 0.001  # 0.1 points, assumed (not measured: no GPU here) for the final-model accuracy
 PAPER_SEEDS = seeds_for_margin(PAPER_ASSUMED_STD, PAPER_MARGIN)
+
+
+def _pilot_text() -> str:
+    if QUICK_PILOT_STD is None:
+        return (f"Seeds: {QUICK_SEEDS} until the pilot (the SGDOL cell on seeds "
+                f"{', '.join(map(str, PILOT_SEEDS))}) has measured the seed std; no judging run before that.")
+    return (f"Pilot (SGDOL cell, seeds {', '.join(map(str, PILOT_SEEDS))}): last-3 mean test accuracy "
+            f"{', '.join(f'{v * 100:.2f}' for v in QUICK_PILOT)} %, std {QUICK_PILOT_STD * 100:.2f} points; "
+            f"n = {QUICK_SEEDS} judging seeds per arm gives 80 % power for 'reproduced' at a true difference of 0 "
+            f"with margin {QUICK_MARGIN * 100:g} point (seeds_for_margin), both arms at the pilot's std.")
 
 
 QUICK_SCALE = Scale(
@@ -196,7 +210,7 @@ QUICK_SCALE = Scale(
         "1.67 points at the last epoch, 0.9 over the last 3). Baseline grids (half decades: SGD 0.03-1, Adam "
         "3e-4-3e-3, AdaGrad 1e-3-3e-2) are widened around the earlier runs' best, which sat at the edges of "
         "their grids then; each grid is run on seed 0, its best cell chosen there and judged with SGDOL on "
-        "fresh seeds. Margin 1 point. Seeds: 3 until the pilot (SGDOL, seeds 900-902) measures the seed std."))
+        "fresh seeds. Margin 1 point. " + _pilot_text()))
 PAPER_SCALE = Scale(
     _settings(PAPER, PAPER_LRS, sgdol_minutes=6.0), seeds=PAPER_SEEDS, minutes_per_run=3.0,
     selection_seeds=SELECTION_SEEDS, choose=choose_best(judged_accuracy(1)), why=(
