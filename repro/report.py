@@ -111,7 +111,10 @@ def counted_runs(claim: Claim, ev: Evidence, lineage: Lineage) -> tuple[Evidence
                 dropped.append((run.path, f"made from {commit[:12]}, not the rule commit or a descendant"))
             else:
                 kept[label].append(run)
-    return Evidence(kept, ev.scale), dropped, lineage.describe(rule)
+    note = lineage.describe(rule)
+    if not lineage.descends(rule, "HEAD"):
+        note += "; not an ancestor of the checked-out code"
+    return Evidence(kept, ev.scale), dropped, note
 
 
 def judge_claim(claim: Claim, ev: Evidence) -> Verdict:
