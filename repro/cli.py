@@ -612,7 +612,7 @@ def _estimate(minutes: float, scale: str) -> str:
 def _say_plan(experiment, scale, spec, cells, missing, pending, jobs, echo) -> None:
     minutes = sum(spec.minutes(setting) for setting, _ in missing)
     pending_minutes = 0.0
-    if pending:  # an untuned run's estimate stands for a chosen cell's
+    if pending:  # a chosen cell's estimate: its grid's mean
         grid_settings = [s for s in spec.settings if s.grid]
         pending_minutes = pending * sum(spec.minutes(s) for s in grid_settings) / max(1, len(grid_settings))
     line = f"{experiment} ({scale}): {len(cells)} runs known, {len(cells) - len(missing)} complete, {len(missing)} to run"
