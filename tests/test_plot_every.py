@@ -63,6 +63,16 @@ def test_draw_every_draws_each_folder_apart_and_names_the_rest(tmp_path):
     assert outcome.failed == []
 
 
+def test_every_figure_is_tried_on_results_even_with_runs_only_in_experiments_folders(tmp_path):
+    from repro.figures._every import sources
+
+    folder = _adamw_experiment_runs(tmp_path / "results")
+    found = sources(tmp_path / "results", None)
+    assert [s.runs for s in found] == [tmp_path / "results", folder]
+    assert found[0].figures == tuple(FIGURES.names()) and found[1].figures == ("adamw-heatmap",)
+    assert found[1].out == folder / "figures"
+
+
 @pytest.mark.slow
 def test_sgdol_figure_draws_a_setting_whose_runs_diverged_before_logging_a_stepsize(tmp_path):
     # The committed results/convnet-fashion-mnist holds such a run (SGDOL M=0.1, NaN at its first evaluation).

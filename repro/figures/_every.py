@@ -42,11 +42,14 @@ def sources(results: Path, out: Path | None) -> list[Source]:
     from repro.experiments import EXPERIMENTS
     from repro.figures import FIGURES
 
+    folders = run_folders(results)
+    if folders and folders[0] != results:  # every figure is tried on RESULTS, so each one not drawn gets its reason
+        folders.insert(0, results)
     experiment_figures = {exp.folder(results, scale): exp.figures
                           for exp in map(EXPERIMENTS.get, EXPERIMENTS.names()) for scale in exp.scales}
     return [Source(folder, experiment_figures.get(folder, tuple(FIGURES.names())),
                    (out / folder.relative_to(results)) if out else folder / "figures")
-            for folder in run_folders(results)]
+            for folder in folders]
 
 
 def draw_every(results: Path, out: Path | None = None, preset: str | None = None) -> Outcome:
