@@ -84,8 +84,9 @@ class NullProgress:
     def close(self): pass
 
 
-def build(spec: dict, rank: int, world: int, rows: Rows | None = None):
-    """A Trainer from a run-spec-shaped dict, as repro/worker.py builds one (seeded alike, rank 0's weights)."""
+def build(spec: dict, rank: int, world: int, rows: Rows | None = None, policy=None):
+    """A Trainer from a run-spec-shaped dict, as repro/worker.py builds one (seeded alike, rank 0's weights);
+    ``spec["roles"]``: ``{rank: role}`` for the run context; ``policy(context)``: a policy instead of the spec's."""
     from repro import callbacks, optim, schedules, sync
     from repro.config import TrainSettings
     from repro.context import RunContext
@@ -100,7 +101,7 @@ def build(spec: dict, rank: int, world: int, rows: Rows | None = None):
     sync.broadcast_model(task.model)
     seed_everything(context.rank_seed)
     optimizer = optim.make(spec["optimizer"]["name"], task.model.parameters(), **spec["optimizer"]["hparams"])
-    policy = sync.make(spec["sync"]["name"], context=context, **spec["sync"]["options"])
+    policy = policy(context) if policy else sync.make(spec["sync"]["name"], context=context, **spec["sync"]["options"])
     schedule = schedules.make(spec["schedule"]["name"], settings.epochs, **spec["schedule"]["options"])
     return Trainer(task, optimizer, policy, schedule, settings, rows, NullProgress(), context,
                    callbacks.from_settings(settings, with_stats=True))
@@ -270,4 +271,55 @@ def slow_second_worker(rank, world, store_file, out_dir, spec, pause_s):
     if rank == 0:
         with open(os.path.join(out_dir, "rows.json"), "w") as f:
             json.dump(rows.rows, f)
+    leave_process_group(finished=True)
+
+
+def masks_and_ledgers(rank, world, store_file, out_dir, spec):
+    """With the last rank ``faulty`` (masked by the default mask): its parameters set to NaN after every step, or
+    left healthy, or set to NaN while it is not masked; under ``none`` (each rank scores its own model) and under the
+    base policy (scores the counted ranks' mean). Then a policy double that books different bytes on each rank, with
+    roles server / honest / faulty; then periodic averaging's ring bytes. Rank 0 saves every run's rows."""
+    from repro.callbacks import Callback
+    from repro.sync import SyncPolicy, float_state
+
+    faulty = world - 1
+
+    class Poison(Callback):
+        def after_step(self, model, epoch):
+            if rank == faulty:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.fill_(float("nan"))
+
+    class Booking(SyncPolicy):
+        averages_for_evaluation = False
+
+        def after_step(self, model):
+            self.book(payload=10 * (self.context.rank + 1), sent=100 * (self.context.rank + 1), received=7)
+
+    _init(rank, world, store_file)
+    out = {}
+    for policy_name, policy in (("none", None), ("average", SyncPolicy)):
+        for case, poisoned, roles in (("poisoned, masked", True, {faulty: "faulty"}),
+                                      ("healthy, masked", False, {faulty: "faulty"}),
+                                      ("poisoned, counted", True, None)):
+            rows = Rows()
+            trainer = build({**spec, "roles": roles}, rank, world, rows, policy=policy)
+            if poisoned:
+                trainer.callbacks.append(Poison())
+            trainer.run()
+            out[f"{policy_name}: {case}"] = rows.rows
+    rows = Rows()
+    trainer = build({**spec, "roles": {0: "server", faulty: "faulty"}}, rank, world, rows, policy=Booking)
+    trainer.run()
+    out["booking"], out["booking columns"] = rows.rows, trainer.columns
+    rows = Rows()
+    trainer = build({**spec, "sync": {"name": "periodic", "options": {"interval": BATCHES_PER_EPOCH}}}, rank, world,
+                    rows)
+    trainer.run()
+    out["periodic"] = rows.rows
+    out["periodic payload"] = sum(t.numel() * t.element_size() for t in float_state(trainer.model))
+    if rank == 0:
+        with open(os.path.join(out_dir, "masks.json"), "w") as f:
+            json.dump(out, f)
     leave_process_group(finished=True)
