@@ -212,6 +212,15 @@ def run_worker(spec: dict) -> dict:
             task.use_channels_last()  # before the broadcast and the optimizer: the parameters keep this layout
         sync.broadcast_model(task.model)
         seed_everything(context.rank_seed)  # then each worker draws its own dropout masks and batches
+        if spec.get("strategy", {}).get("name", "none") != "none":  # federated clients: their driver replaces the loop
+            from repro.federated.loop import run_federated
+
+            saves = spec.get("checkpoints", True)
+            shards = shared_checkpoint_folder(Path(spec["run_dir"]) if rank == 0 and spec.get("run_dir") else None,
+                                              rank, world, device) if saves else None
+            last = run_federated(spec, task, context, stop, save_states, shards)
+            finished = True
+            return {**last, "signal": stop.signal} if last.get("status") == "interrupted" else last
         optimizer = optim.make(spec["optimizer"]["name"],
                                optim.param_groups(task.model, spec["optimizer"].get("param_groups", "all")),
                                **spec["optimizer"]["hparams"])

@@ -155,3 +155,40 @@ def test_six_clients_on_two_processes_equal_six_on_three(tmp_path):
         assert results[2][0][scheme]["aggregations"] == results[3][0][scheme]["aggregations"]
     for r in results[2]:
         assert r["fedavg_vs_periodic"] < 1e-6 and r["fedavg_moved"] > 1e-3
+
+
+def test_the_loop_resumes_a_stopped_run_as_if_never_stopped():
+    from repro.federated.loop import Clients, FederatedLoop
+
+    clients = Clients(clients=4, spread=0.5, local_steps=2, horizon=3, eval_every=1)
+
+    def loop():
+        return FederatedLoop(_driver("fedbuff", _shards(4), {"c": 2}, K=2), TinyTask(), clients, _single())
+
+    whole = loop()
+    rows_whole = []
+    whole.run(on_row=lambda l, stopped: rows_whole.append(l.rows))
+    calls = []
+    first = loop()
+    saved = {}
+
+    def stop():
+        calls.append(1)
+        return len(calls) == 5  # inside the second interval
+
+    def on_row(l, stopped):
+        saved.update(l.state_dict())
+
+    assert first.run(should_stop=stop, on_row=on_row)["status"] == "interrupted"
+    second = loop()
+    second.load_state_dict(saved)
+    assert second.run()["status"] == "finished"
+    assert second.rows == whole.rows == 4  # the initial model's row and one per time unit
+    assert all(torch.equal(a, b) for a, b in zip(second.driver.server, whole.driver.server))
+    assert second.driver.totals == whole.driver.totals
+
+
+def _single():
+    from repro.context import RunContext
+
+    return RunContext.build(0, 1, "cpu", 0)

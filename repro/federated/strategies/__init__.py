@@ -174,4 +174,7 @@ class Strategy:
 def make(name: str, **options) -> Strategy:
     builder = STRATEGIES.get(name)
     check_kwargs("strategy", name, builder, options)
-    return builder(**options)
+    strategy = builder(**options)
+    if strategy is None:
+        raise UsageError(f"strategy {name!r} runs no federated clients: it has no clock and no weights")
+    return strategy
