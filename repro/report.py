@@ -59,8 +59,10 @@ class Lineage:
 
     @lru_cache(maxsize=None)
     def describe(self, commit: str) -> str:
+        """The commit's date and the start of its subject."""
         r = self._git("show", "-s", "--format=%cs %s", commit)
-        return r.stdout.strip() if r is not None and r.returncode == 0 else ""
+        text = r.stdout.strip() if r is not None and r.returncode == 0 else ""
+        return text if len(text) <= 90 else text[:89] + "…"
 
     @lru_cache(maxsize=None)
     def descends(self, ancestor: str, commit: str) -> bool:
