@@ -63,6 +63,8 @@ def seeds_for_margin(std: float, margin: float, power_quantile: float = _T80) ->
     """Judging seeds per arm for the non-inferiority rule to come out "reproduced" with 80 % power when the true
     difference is 0, both arms having seed std ``std``: the smallest n >= MIN_SEEDS with
     (t_0.975(df) + z_0.8) * std * sqrt(2 / n) <= margin, df = 2n - 2 (Welch's df for equal stds)."""
+    if not math.isfinite(std) or std < 0:
+        raise ValueError(f"a seed std must be a finite number >= 0, got {std}")
     n = claims.MIN_SEEDS
     while (claims._T975[min(2 * n - 2, len(claims._T975)) - 1] + power_quantile) * std * math.sqrt(2 / n) > margin:
         n += 1
@@ -74,7 +76,8 @@ def seeds_for_margin(std: float, margin: float, power_quantile: float = _T80) ->
 def _judges(spec: Scale, value, margin: float):
     def split(ev: Evidence) -> tuple[dict[str, str | None], Evidence]:
         """Each grid's chosen label (from the selection seeds alone) and the judging seeds' evidence."""
-        return spec.chosen(ev), of_seeds(ev, [s for s in _seeds_of(ev) if s not in spec.selection_seeds])
+        judging = [s for s in _seeds_of(ev) if s not in spec.selection_seeds and s not in PILOT_SEEDS]
+        return spec.chosen(ev), of_seeds(ev, judging)
 
     def short_of_plan(judging: Evidence, labels: list[str]) -> str | None:
         counts = {label: len(_values(judging, label, value)) for label in labels}
