@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from repro.context import FAULTY_ROLE, assigns_roles
 from repro.errors import UsageError
 from repro.registry import Registry, check_kwargs
 
@@ -59,6 +60,55 @@ def validate(name: str, **opts) -> Behaviour:
     if behaviour.forge is None:
         behaviour.options(**opts)  # the behaviour's own value checks
     return behaviour
+
+
+@dataclass(frozen=True)
+class FaultModel:
+    """The run's faulty workers: behaviour ``name`` with its ``options`` on ``ranks`` (the last ``count``)."""
+    name: str
+    options: dict
+    ranks: tuple[int, ...]
+
+    @property
+    def behaviour(self) -> Behaviour:
+        return BEHAVIOURS.get(self.name)
+
+    def forge(self, honest: torch.Tensor, step: int, seed: int, aggregator: str, declared_f: int) -> torch.Tensor:
+        """The faulty rows of this step, the same on every rank: ``search="auto"`` line-searches against the
+        policy's own aggregator and f; noise draws from the run's seed and the step."""
+        opts = dict(self.options)
+        if opts.get("search") == "auto":
+            opts["search"] = aggregator
+            if opts.get("declared_f") is None:
+                opts["declared_f"] = declared_f
+        if self.name == "noise":
+            opts["seed"] = (int(seed) * 1_000_003 + int(opts.get("seed", 0)) * 7_919 + int(step)) % (2 ** 63)
+        return attack(self.name, honest, len(self.ranks), **opts)
+
+
+def fault_model(section: dict | None, world: int) -> FaultModel | None:
+    """The fault model of a run's ``byzantine`` section ({"name", "options", "count"}), or None for no faults."""
+    if not section or section.get("name", "none") == "none":
+        count = int((section or {}).get("count", 0) or 0)
+        if count:
+            raise UsageError(f"byzantine count={count} needs a behaviour (--byzantine NAME): "
+                             f"{', '.join(n for n in BEHAVIOURS.names() if n != 'none')}")
+        return None
+    count = int(section.get("count", 0))
+    if not 0 <= count <= world:
+        raise UsageError(f"byzantine count={count}: the run has {world} workers")
+    if count == world:
+        raise UsageError(f"byzantine count={count}: every one of the {world} workers would be faulty")
+    options = dict(section.get("options") or {})
+    validate(section["name"], **options)
+    return FaultModel(section["name"], options, tuple(range(world - count, world)))
+
+
+@assigns_roles
+def faulty_roles(spec: dict, world: int) -> dict[int, str]:
+    """The last ``count`` ranks are faulty: the same on every rank and in the launcher."""
+    faults = fault_model(spec.get("byzantine"), world)
+    return {r: FAULTY_ROLE for r in faults.ranks} if faults else {}
 
 
 def repeated(vector: torch.Tensor, f: int) -> torch.Tensor:
@@ -131,4 +181,4 @@ def normal_quantile(p: float) -> float:
     return NormalDist().inv_cdf(min(max(p, 1e-12), 1 - 1e-12))
 
 
-__all__ = ["BEHAVIOURS", "Behaviour", "attack", "validate", "register", "line_maximize"]
+__all__ = ["BEHAVIOURS", "Behaviour", "FaultModel", "fault_model", "faulty_roles", "attack", "validate", "register", "line_maximize"]
