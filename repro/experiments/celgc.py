@@ -202,6 +202,12 @@ CLUSTER_WHY = ("Two network-namespace nodes x 2 workers on one machine, joined b
                "I=16 faster than every-step both in training seconds to the same steps and in training seconds to "
                "the worst run's final quality.")
 
+
+def _cluster_scale(quick: tuple[str, ...], minutes_per_run: float) -> Scale:
+    """The quick setting's every-step and CELGC I=16 on the emulated cluster, 3 seeds."""
+    return Scale(_sync_settings((*quick, *CLUSTER), intervals=(16,)), seeds=3, minutes_per_run=minutes_per_run,
+                 launcher=CLUSTER_SCALE, why=CLUSTER_WHY)
+
 register(Experiment(
     name="celgc-ptb",
     paper="P1",
@@ -220,8 +226,7 @@ register(Experiment(
             "paper), so this judges 'no worse at the end of a 3-epoch run', not at the end of the paper's 250 "
             "epochs. " + HARDWARE_NOTE)),
         # every-step moves ~10.6 MB per step over 100 Mbit/s (~1.9 s a step, docs/cluster.md): ~30 min a run
-        CLUSTER_SCALE: Scale(_sync_settings((*LM_QUICK, *CLUSTER), intervals=(16,)), seeds=3,
-                                  minutes_per_run=20.0, launcher=CLUSTER_SCALE, why=CLUSTER_WHY),
+        CLUSTER_SCALE: _cluster_scale(LM_QUICK, minutes_per_run=20.0),
         "paper": Scale(_sync_settings(LM_PAPER), seeds=3, minutes_per_run=600.0,
                        why="The paper's PTB setting (recipe celgc-ptb-paper): 8 workers, the authors' AWD-LSTM."),
     },
@@ -242,7 +247,7 @@ register(Experiment(
               "emulated-cluster scale only: Welch 95% CIs of training seconds to the same steps AND to the worst "
               "run's final val_loss both favour CELGC I=16 -> reproduced; either entirely against -> not "
               "reproduced; >= 3 seeds each. One 2-core box: not decidable here",
-              judge_faster(EVERY, "CELGC I=16", "val_loss", higher_is_better=False, ),
+              judge_faster(EVERY, "CELGC I=16", "val_loss", higher_is_better=False),
               rule_commit=RULE_COMMIT),
     ),
     figures=("celgc-lm",),
@@ -265,8 +270,7 @@ register(Experiment(
             "0.83 and a true difference of 0, 4 seeds put the CI half-width at 2.45 x 0.83 x sqrt(2/4) = 1.44 "
             "points and decide 'reproduced' with about 83 % probability (3 seeds: 1.88 points, about 55 %): 4 "
             "seeds. " + HARDWARE_NOTE)),
-        CLUSTER_SCALE: Scale(_sync_settings((*CIFAR_QUICK, *CLUSTER), intervals=(16,)), seeds=3,
-                                  minutes_per_run=4.0, launcher=CLUSTER_SCALE, why=CLUSTER_WHY),
+        CLUSTER_SCALE: _cluster_scale(CIFAR_QUICK, minutes_per_run=4.0),
         "paper": Scale(_sync_settings(CIFAR_PAPER), seeds=3, minutes_per_run=300.0,
                        why="The paper's CIFAR-10 setting (recipe celgc-resnet56-paper)."),
     },
@@ -288,7 +292,7 @@ register(Experiment(
               "emulated-cluster scale only: Welch 95% CIs of training seconds to the same steps AND to the worst "
               "run's final test accuracy both favour CELGC I=16 -> reproduced; either entirely against -> not "
               "reproduced; >= 3 seeds each. One 2-core box: not decidable here",
-              judge_faster(EVERY, "CELGC I=16", "test_acc", higher_is_better=True, ),
+              judge_faster(EVERY, "CELGC I=16", "test_acc", higher_is_better=True),
               rule_commit=RULE_COMMIT),
     ),
     figures=("celgc-cifar",),
