@@ -17,9 +17,11 @@ import pandas as pd
 
 from repro.results import Run
 
-# metrics.csv columns that count or time the run rather than score the model: not "final metrics".
+# metrics.csv columns that count or time the run rather than score the model: not "final metrics"; also every
+# column of the sync policies' byte ledgers (bytes_sent, eval_bytes_received, bytes_sent_<role>, ...).
 BOOKKEEPING = {"epoch", "iteration", "grad_evals", "wall_seconds", "lr", "clip_fraction", "comm_rounds", "comm_bytes",
                "eval_comm_rounds", "eval_comm_bytes", "worker_spread", "status"}
+BOOKKEEPING_PREFIXES = ("bytes_", "eval_bytes_")
 HPARAMS = ("lr", "weight_decay", "clip", "momentum", "smoothness", "alpha")  # the ones a summary row shows
 
 
@@ -43,7 +45,7 @@ def metric_columns(runs: list[Run]) -> list[str]:
     seen: dict[str, None] = {}
     for run in runs:
         for column in run.metrics.columns:
-            if column not in BOOKKEEPING and pd.api.types.is_numeric_dtype(run.metrics[column]):
+            if column not in BOOKKEEPING and not column.startswith(BOOKKEEPING_PREFIXES) and pd.api.types.is_numeric_dtype(run.metrics[column]):
                 seen[column] = None
     return list(seen)
 
