@@ -80,6 +80,17 @@ def check(strategy: dict, world: int, partition_section: dict | None = None) -> 
         partition.validate(partition_section["name"], **partition_section.get("options", {}))
 
 
+def check_section(name: str, options: dict, fields: dict, config) -> None:
+    """The component table's check of the strategy section (``repro run`` calls it before any worker starts)."""
+    if name == NOT_FEDERATED:
+        return
+    partition_section = getattr(config, "partition", None)
+    if partition_section is not None and not isinstance(partition_section, dict):
+        partition_section = {"name": partition_section.name, "options": dict(partition_section.options)}
+    check({"name": name, "options": options, **fields}, world=config.train.machines,
+          partition_section=partition_section)
+
+
 def columns(task) -> list[str]:
     return ["epoch", *DRIVER_COLUMNS, "train_loss", *_test_columns(task), "wall_seconds", "status"]
 

@@ -246,3 +246,7 @@ def check_optimizer(optimizer: str) -> None:
 def quantized_ps(quantizer: str = "scaled-sign", bits_up: int = 1, bits_down: int = 32, error_feedback: bool = True,
                  stochastic: bool = False, delta: float | None = None, context=None):
     return QuantizedParameterServer(quantizer, bits_up, bits_down, error_feedback, stochastic, delta, context)
+
+
+# The component table's sync check calls a builder's check_config(options, config) with the whole run config.
+quantized_ps.check_config = lambda options, config: check_optimizer(config.optimizer.name)
