@@ -4,17 +4,25 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
+from repro import components
+from repro.components import kind
+from repro.config import train_fields
 from repro.errors import UsageError, WorkersFailed
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Reproduce CELGC (local gradient clipping), AdamW vs Adam-l2 and SGDOL benchmarks.")
+                  help="Reproduce the benchmarks of deep-learning optimization papers (`repro list`: the papers, their "
+                       "tasks, recipes, components and experiments).")
 
-RUN_HELP = "Train TASK with one optimizer and sync policy on --machines worker processes."
+RUN_HELP = ("Train TASK on --machines worker processes with one component of each kind ("
+            + ", ".join(k.name for k in components.KINDS) + "): --KIND NAME chooses one, --KIND-opt KEY=VALUE sets any of its "
+            "options (names and options: `repro list`).")
 
 
 def _parse_value(text: str):
@@ -41,12 +49,15 @@ def _key_values(flag: str, items: list[str]) -> dict:
 
 @app.command("list")
 def list_components():
-    """Tasks, recipes (with the --preset alias each answers to), optimizers, sync policies, algorithms, figures."""
-    from repro import optim, recipes, schedules, sync
+    """Papers, tasks, recipes (with the --preset alias each answers to), every kind of component, algorithms,
+    figures, experiments."""
+    from repro import recipes
+    from repro.algorithms import ALGORITHMS
     from repro.figures import FIGURES
-    from repro.runspec import ALGORITHMS
     from repro.task import TASKS
 
+    for paper in recipes.PAPERS:
+        typer.echo(f"paper       {paper:<22} {recipes.PAPERS.get(paper).citation}")
     for name in TASKS.names():
         cls = TASKS.get(name)
         typer.echo(f"task        {name:<22} presets: {', '.join(recipes.presets_of(name)) or '-'}  {cls.description}")
@@ -55,10 +66,13 @@ def list_components():
         alias = f"--preset {r.preset}" + (f" --optimizer {'/'.join(r.for_optimizers)}" if r.for_optimizers else "")
         tasks = r.tasks[0] if len(r.tasks) == 1 else f"{r.tasks[0]} (+{len(r.tasks) - 1})"
         typer.echo(f"recipe      {name:<34} {tasks:<22} {alias:<40} {r.summary}")
-    typer.echo(f"optimizers  {', '.join(optim.OPTIMIZERS.names())}")
-    typer.echo(f"sync        {', '.join(sync.SYNC_POLICIES.names())}")
-    typer.echo(f"schedules   {', '.join(schedules.SCHEDULES.names())}")
-    typer.echo("algos       " + ", ".join(f"{a} = {o} + {s}" for a, (o, s) in ALGORITHMS.items()))
+    for k in components.KINDS:  # each component with its options (--KIND-opt KEY=VALUE) and their defaults
+        for name in k.registry.names():
+            options = ", ".join(f"{key}={_shown(v)}" for key, v in k.keywords(name).items()) or "-"
+            typer.echo(f"{k.name:<11} {name:<22} {k.opt_flag}: {options}")
+    for name in ALGORITHMS:
+        algo = ALGORITHMS.get(name)
+        typer.echo(f"algo        {name:<22} {algo.describe():<28} {algo.summary}")
     typer.echo(f"figures     {', '.join(FIGURES.names())}")
     from repro.experiments import EXPERIMENTS
 
@@ -69,144 +83,344 @@ def list_components():
                    f"quick: {len(quick.settings) if quick else 0} settings x {quick.seeds if quick else 0} seeds")
 
 
-@app.command("run", help=RUN_HELP)
+def _shown(default) -> str:
+    import inspect
+
+    return "REQUIRED" if default is inspect.Parameter.empty else str(default)
+
+
+# The command line of `repro run` --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shortcut:
+    """An older spelling of a generic flag (recorded command lines, experiments' settings, scripts), rewritten into
+    the generic form before the command line is parsed."""
+
+    flag: str  # the generic flag
+    key: str
+    value: Optional[str] = None  # a switch: the value it sets; None: the flag takes a value
+    values: Optional[dict] = None  # the only values it takes, and what each means
+    repeatable: bool = False  # repeated: one list (--log-stats 1 --log-stats 5 = log_stats=1,5)
+
+
+def _shortcuts() -> dict[str, Shortcut]:
+    opt, task, train, run = kind("optimizer").opt_flag, "--set", "--train-opt", "--run-opt"
+    return {
+        **{f"--{k.replace('_', '-')}": Shortcut(opt, k) for k in ("clip", "momentum", "weight_decay", "smoothness",
+                                                                 "alpha", "param_groups")},
+        "--batch-size": Shortcut(task, "batch_size"),
+        "--no-bn": Shortcut(task, "bn", "false"),
+        **{f"--{k.replace('_', '-')}": Shortcut(train, k) for k in ("max_steps", "eval_batches", "loss_multiplier",
+                                                                   "eval_sync", "pairing")},
+        "--log-stats": Shortcut(train, "log_stats", repeatable=True),
+        "--tf32": Shortcut(train, "tf32", values={"on": "true", "off": "false"}),
+        "--deterministic": Shortcut(train, "deterministic", "true"),
+        "--compile": Shortcut(train, "compile", "true"),
+        "--channels-last": Shortcut(train, "channels_last", "true"),
+        "--keep-checkpoints": Shortcut(run, "keep_checkpoints"),
+        "--checkpoint-minutes": Shortcut(run, "checkpoint_minutes"),
+        "--timeout": Shortcut(run, "timeout"),
+        "--skip-completed": Shortcut(run, "skip_completed", "true"),
+        "--report": Shortcut(run, "report"),
+        "--validate-only": Shortcut(run, "only", "validate"),
+        "--resolve-only": Shortcut(run, "only", "resolve"),
+    }
+
+
+def translate_shortcuts(args: list[str]) -> list[str]:
+    """``args`` with every older per-setting flag in its generic form (`--clip 1` -> `--optimizer-opt clip=1`)."""
+    shortcuts, out, first = _shortcuts(), [], {}
+    i = 0
+    while i < len(args):
+        flag, inline, rest = args[i].partition("=")
+        short = shortcuts.get(flag) if args[i].startswith("--") else None
+        if short is None:
+            out.append(args[i])
+            i += 1
+            continue
+        if short.value is not None:
+            value, i = short.value, i + 1
+        elif inline:
+            value, i = rest, i + 1
+        elif i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        else:
+            raise UsageError(f"Option '{flag}' requires an argument.")
+        if short.values is not None:
+            if value not in short.values:
+                raise UsageError(f"{flag} takes {' or '.join(short.values)}, got {value!r}")
+            value = short.values[value]
+        if short.repeatable and flag in first:
+            out[first[flag]] += f",{value}"
+            continue
+        out += [short.flag, f"{short.key}={value}"]
+        first[flag] = len(out) - 1
+    return out
+
+
+class RunCommand(TyperCommand):
+    """`repro run`: older flag spellings accepted (translate_shortcuts); the help names each kind's components."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, translate_shortcuts(list(args)))
+
+    def format_help(self, ctx, formatter) -> None:
+        from repro.algorithms import ALGORITHMS
+
+        for param in self.params:
+            if param.name in {k.name for k in components.KINDS}:
+                param.help = f"{kind(param.name).help}: {', '.join(kind(param.name).registry.names())}."
+            elif param.name == "algo":
+                param.help = "Paper algorithm, a choice of components: " + "; ".join(
+                    f"{a} = {ALGORITHMS.get(a).describe()}" for a in ALGORITHMS) + "."
+        super().format_help(ctx, formatter)
+
+
+def _with_component_flags(command):
+    """``command`` with --KIND NAME and --KIND-opt KEY=VALUE for every kind of the component table in place of its
+    ``components`` parameter, which receives them as {kind: (name or None, [KEY=VALUE, ...])}."""
+    import functools
+    import inspect
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    generated = []
+    for k in components.KINDS:
+        attr = k.name.replace("-", "_")
+        generated += [
+            inspect.Parameter(attr, keyword, annotation=Optional[str], default=typer.Option(
+                None, k.flag, *k.flag_aliases, show_default=False, help=f"{k.help} (names: `repro list`).")),
+            inspect.Parameter(f"{attr}_opt", keyword, annotation=list[str], default=typer.Option(
+                [], k.opt_flag, *k.opt_aliases, help=f"An option of the {k.label}, KEY=VALUE (repeatable; each "
+                                                    f"{k.label}'s options: `repro list`).")),
+        ]
+    signature = inspect.signature(command)
+    params = []
+    for p in signature.parameters.values():
+        params += generated if p.name == "components" else [p.replace(kind=keyword)]
+
+    @functools.wraps(command)
+    def with_flags(**given):
+        chosen = {k.name: (given.pop(k.name.replace("-", "_")), given.pop(f"{k.name.replace('-', '_')}_opt"))
+                  for k in components.KINDS}
+        return command(**given, components=chosen)
+
+    with_flags.__signature__ = signature.replace(parameters=params)
+    return with_flags
+
+
+@dataclass
+class RunOptions:
+    """How a run is carried out, not what it computes (never part of its identity): `--run-opt KEY=VALUE`."""
+
+    keep_checkpoints: int = 1  # keep the newest K checkpoints (one at every epoch end, and when stopped by a signal)
+    checkpoint_minutes: Optional[float] = None  # also checkpoint mid-epoch every M minutes (default: epoch ends)
+    timeout: float = 300.0  # seconds the workers wait for a peer that stopped responding before the run fails
+    skip_completed: bool = False  # skip when a completed run of these settings exists; resume an interrupted one
+    report: Optional[str] = None  # write the run folder and final status here (a sweep's cells)
+    only: Optional[str] = None  # validate | resolve: check the settings and stop (sweeps check every cell first)
+
+    def validate(self) -> None:
+        if not (isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1):
+            raise UsageError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
+        if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
+            raise UsageError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
+        if not self.timeout > 0:
+            raise UsageError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.only not in (None, "validate", "resolve"):
+            raise UsageError(f"only must be validate or resolve, got {self.only!r}")
+
+    def saving(self) -> dict:
+        """The checkpoint settings handed to the workers."""
+        return {"keep_checkpoints": self.keep_checkpoints, "checkpoint_minutes": self.checkpoint_minutes}
+
+
+def _settings_of(cls, what: str, items: list[str], flag: str):
+    """``cls(**KEY=VALUE items)`` with the values typed as ``cls`` declares; unknown keys in one line."""
+    import dataclasses
+
+    values = components.typed(_key_values(flag, items), components.hints_of(cls), what)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UsageError(f"{flag}: unknown {what}(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    settings = cls(**values)
+    settings.validate()
+    return settings
+
+
+@dataclass
+class RunArgs:
+    """One `repro run` command line, its flags translated: what to run (RunRequest keywords, plain data) and how."""
+
+    request: dict
+    from_run: Optional[Path]
+    out: Path
+    quiet: bool
+    how: RunOptions
+    nodes: int
+    node_rank: int
+    master_addr: str
+    master_port: Optional[int]
+
+
+# Single-value flags kept for the settings changed most: each sets one key of one section (the generic
+# KEY=VALUE form of the same key, given too, wins).
+DIRECT_FLAGS = {"lr": ("optimizer", "lr"), "interval": ("sync", "interval"), "machines": ("train", "machines"),
+                "epochs": ("train", "epochs"), "seed": ("train", "seed"), "data_dir": ("task", "data_dir")}
+TRAIN_KEYS = ", ".join(sorted(train_fields()))
+RUN_KEYS = ", ".join(f.name for f in fields(RunOptions) if f.name not in ("report", "only"))
+
+
+@app.command("run", help=RUN_HELP, cls=RunCommand)
+@_with_component_flags
 def run(
     task: str = typer.Argument(..., help="A task (its --preset picks the recipe) or a recipe name; see `repro list`."),
     preset: Optional[str] = typer.Option(None, help="Recipe alias for the task: `quick` (laptop scale, the default), `paper` (the authors'), ... (`repro list`)."),
     from_run: Optional[Path] = typer.Option(None, "--from", help="Replay a recorded run's settings (its folder or config.json); flags override them."),
     machines: Optional[int] = typer.Option(None, "--machines", "-n", help="Worker processes per node: the papers' 'machines' N (world size = machines x nodes). Default: the recipe's."),
-    algo: Optional[str] = typer.Option(None, help="Paper algorithm alias: celgc, naive-parallel-clip, local-sgd, minibatch-sgd."),
-    optimizer: Optional[str] = typer.Option(None, help="Optimizer name (overrides --algo). Another optimizer than the recipe's starts from its own defaults."),
-    lr: Optional[float] = typer.Option(None, help="Step size (eta). Shortcut for --opt lr=..."),
-    clip: Optional[float] = typer.Option(None, help="Clipping threshold gamma (clipped-sgd)."),
-    momentum: Optional[float] = typer.Option(None, help="Momentum."),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (lambda)."),
-    smoothness: Optional[float] = typer.Option(None, help="SGDOL: assumed smoothness M (stepsize starts at 1/M, stays in [0, 2/M])."),
-    alpha: Optional[float] = typer.Option(None, help="SGDOL: initial regularizer alpha of the stepsize learner."),
-    opt: list[str] = typer.Option([], "--opt", help="Optimizer hyperparameter KEY=VALUE (repeatable), e.g. --opt beta2=0.99."),
-    param_groups: Optional[str] = typer.Option(None, help="all (default) or no-decay-bias-norm (no weight decay on biases and normalization layers)."),
-    sync: Optional[str] = typer.Option(None, help="Sync policy: every-step, periodic, none (overrides --algo)."),
-    interval: Optional[int] = typer.Option(None, "--interval", "-I", help="Local steps between model averages (periodic). Shortcut for --sync-opt interval=..."),
-    sync_opt: list[str] = typer.Option([], "--sync-opt", help="Sync-policy option KEY=VALUE (repeatable)."),
-    schedule: Optional[str] = typer.Option(None, "--schedule", "--scheduler", help="Step-size schedule: constant, step, cosine."),
-    sched_opt: list[str] = typer.Option([], "--sched-opt", help="Schedule option KEY=VALUE (repeatable), e.g. --sched-opt milestones=80,120."),
-    no_bn: bool = typer.Option(False, "--no-bn", help="Build the network without any BatchNorm layer (task option bn=false)."),
-    loss_multiplier: Optional[float] = typer.Option(None, help="Multiply the training objective by c (scale-freeness test)."),
-    log_stats: list[int] = typer.Option([], "--log-stats", help="Record gradient/update magnitude histograms at this epoch (repeatable) into stats.npz."),
-    eval_sync: Optional[str] = typer.Option(None, help="copy (evaluate the workers' average in a copy; default) or in-place (average the training models first)."),
-    pairing: Optional[str] = typer.Option(None, help="Data for a step's several gradient evaluations (SGDOL): fresh-batch (a new minibatch each; default) or same-batch (all on the step's first batch, as the SGDOL authors' code)."),
-    tf32: Optional[str] = typer.Option(None, help="on|off: TF32 matmuls and convolutions on the GPU (default off)."),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="Deterministic GPU kernels only (slower; default off)."),
-    compile_model: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the training forward (default off)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last", help="Image tasks: NHWC memory format for the CNN (faster cuDNN convolutions; default off)."),
+    algo: Optional[str] = typer.Option(None, help="Paper algorithm alias (a choice of components; `repro list`)."),
+    components: dict = None,  # --KIND NAME and --KIND-opt KEY=VALUE for every kind of the component table
+    lr: Optional[float] = typer.Option(None, help="Step size (eta): --optimizer-opt lr=..."),
+    interval: Optional[int] = typer.Option(None, "--interval", "-I", help="Local steps between model averages (periodic): --sync-opt interval=..."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (one epoch = the training set once, summed over workers)."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps per worker (smoke test)."),
-    eval_batches: Optional[int] = typer.Option(None, help="Score only this many evaluation batches per worker (default: all; 20 with --max-steps)."),
-    batch_size: Optional[int] = typer.Option(None, help="Local (per-worker) batch size."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder with the data set files (default: env var, then ~/.cache/repro)."),
-    set_option: list[str] = typer.Option([], "--set", help="Task option KEY=VALUE (repeatable), e.g. --set bptt=70."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder with the data set files (default: env var, then ~/.cache/repro): --set data_dir=..."),
+    task_opt: list[str] = typer.Option([], "--set", "--task-opt", help="Task option KEY=VALUE (repeatable), e.g. --set bptt=70, --set batch_size=32, --set bn=false."),
+    train_opt: list[str] = typer.Option([], "--train-opt", help=f"Training setting KEY=VALUE (repeatable), e.g. --train-opt max_steps=5 (smoke test); keys: {TRAIN_KEYS}."),
     out: Path = typer.Option(Path("results"), help="Where run directories are written."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines."),
+    run_opt: list[str] = typer.Option([], "--run-opt", help=f"How the run is carried out, KEY=VALUE (repeatable; not part of its identity): {RUN_KEYS}, e.g. --run-opt checkpoint_minutes=30."),
     nodes: int = typer.Option(1, help="Number of nodes (computers) in the job."),
     node_rank: int = typer.Option(0, help="This node's rank (0 .. nodes-1)."),
     master_addr: str = typer.Option("127.0.0.1", help="Rendezvous host (node 0's address)."),
     master_port: Optional[int] = typer.Option(None, help="Rendezvous port (default: a free port on one node, 29500 across nodes)."),
-    skip_completed: bool = typer.Option(False, hidden=True, help="Skip when a completed run with the same settings exists (sweeps)."),
-    validate_only: bool = typer.Option(False, hidden=True),
-    resolve_only: bool = typer.Option(False, hidden=True, help="Return (config, world size) without running (experiments)."),
-    keep_checkpoints: int = typer.Option(1, help="Keep the newest K checkpoints (RUN_DIR/checkpoints/: one at every epoch end, and when stopped by a signal)."),
-    checkpoint_minutes: Optional[float] = typer.Option(None, help="Also checkpoint mid-epoch every M minutes (long epochs; default: epoch ends only)."),
-    timeout: float = typer.Option(300.0, help="Seconds the workers wait for a peer that stopped responding before the run fails."),
-    report: Optional[Path] = typer.Option(None, hidden=True, help="Write the run folder and final status here (sweeps)."),
 ):
-    given = dict(locals())
-    os.environ["REPRO_TIMEOUT_S"] = str(timeout)  # the workers inherit it from their server, started from here
-    if (not (validate_only or resolve_only) and _starts_worker_processes(task, preset, from_run, machines, nodes)
-            and _ran_in_server_child(run, given)):
-        return
-    from repro import runlog, runspec
+    args = _run_args(task, preset, from_run, algo, components, task_opt, train_opt, out, quiet, run_opt, nodes,
+                     node_rank, master_addr, master_port,
+                     dict(lr=lr, interval=interval, machines=machines, epochs=epochs, seed=seed, data_dir=data_dir))
+    os.environ["REPRO_TIMEOUT_S"] = str(args.how.timeout)  # the workers inherit it from their server, started from here
+    if (args.how.only is None and _starts_worker_processes(task, preset, from_run, args.request["train"].get("machines"), nodes)
+            and _ran_in_server_child(_run, {"args": args})):
+        return None
+    return _run(args)
 
-    if not task:  # some Typer/click pairs leave a missing required argument as None
-        raise UsageError("Missing argument 'TASK'.")
-    if not timeout > 0:
-        raise UsageError(f"timeout must be > 0 seconds, got {timeout}")
-    saving = _saving(keep_checkpoints, checkpoint_minutes)
-    if (machines is not None and machines > 1) or nodes > 1:
-        _start_workers_server(validate_only or resolve_only)
-    hparams = {k: v for k, v in dict(lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay,
-                                     smoothness=smoothness, alpha=alpha).items() if v is not None}
-    hparams.update(_key_values("--opt", opt))
-    sync_options = _key_values("--sync-opt", sync_opt)
-    if interval is not None:
-        sync_options["interval"] = interval
-    task_options = _key_values("--set", set_option)
-    if batch_size is not None:
-        task_options["batch_size"] = batch_size
-    if no_bn:
-        task_options["bn"] = False
-    if data_dir is not None:
-        task_options["data_dir"] = data_dir
-    train = {k: v for k, v in dict(machines=machines, epochs=epochs, max_steps=max_steps, eval_batches=eval_batches,
-                                   seed=seed, loss_multiplier=loss_multiplier, eval_sync=eval_sync,
-                                   pairing=pairing).items()
-             if v is not None}
-    if log_stats:
-        train["log_stats"] = list(log_stats)
-    if tf32 is not None:
-        if tf32 not in ("on", "off"):
-            raise UsageError(f"--tf32 takes on or off, got {tf32!r}")
-        train["tf32"] = tf32 == "on"
-    if deterministic:
-        train["deterministic"] = True
-    if compile_model:
-        train["compile"] = True
-    if channels_last:
-        train["channels_last"] = True
+
+def _run_args(task, preset, from_run, algo, chosen: dict, task_opt, train_opt, out, quiet, run_opt, nodes, node_rank,
+              master_addr, master_port, direct: dict) -> RunArgs:
+    """Flag translation: every flag into its section of a RunRequest (the direct flags first, KEY=VALUE over them)."""
+    sections = {"task": {}, "train": {}, **{k.name: {} for k in components.KINDS}}
+    for flag, value in direct.items():
+        if value is not None:
+            section, key = DIRECT_FLAGS[flag]
+            sections[section][key] = value
+    sections["task"].update(_key_values("--set", task_opt))
+    sections["train"].update(_key_values("--train-opt", train_opt))
+    for k in components.KINDS:
+        sections[k.name].update(_key_values(k.opt_flag, chosen[k.name][1]))
+    request = dict(task=task, preset=preset, algo=algo, task_options=sections["task"], train=sections["train"],
+                   components={k: name for k, (name, _) in chosen.items() if name is not None},
+                   options={k.name: sections[k.name] for k in components.KINDS if sections[k.name]})
+    how = _settings_of(RunOptions, "run option", run_opt, "--run-opt")
     if nodes < 1 or not 0 <= node_rank < nodes:
         raise UsageError(f"need nodes >= 1 and 0 <= node-rank < nodes, got nodes={nodes}, node-rank={node_rank}")
-    base = runspec.load_recorded(from_run) if from_run is not None else None
-    request = runspec.RunRequest(
-        task=task, preset=preset, algo=algo, optimizer=optimizer, hparams=hparams, sync=sync,
-        sync_options=sync_options, schedule=schedule, schedule_options=_key_values("--sched-opt", sched_opt),
-        task_options=task_options, train=train, param_groups=param_groups, base=base)
-    config = runspec.resolve(request)
-    if resolve_only:
-        return config, config.train.machines * nodes
-    if config.train.machines > 1 or nodes > 1:  # a recipe's workers: start their server now (a no-op when started above)
-        _start_workers_server(validate_only)
+    return RunArgs(request, from_run, out, quiet, how, nodes, node_rank, master_addr, master_port)
+
+
+def _run(args: RunArgs):
+    """`repro run` after its flags are translated: resolve, place, then skip, resume or start the run."""
+    from repro import runlog, runspec
+
+    if not args.request["task"]:  # some Typer/click pairs leave a missing required argument as None
+        raise UsageError("Missing argument 'TASK'.")
+    checking = args.how.only is not None
+    if args.request["train"].get("machines", 1) > 1 or args.nodes > 1:
+        _start_workers_server(checking)
+    base = runspec.load_recorded(args.from_run) if args.from_run is not None else None
+    config = runspec.resolve(runspec.RunRequest(**args.request, base=base))
+    if args.how.only == "resolve":
+        return config, config.train.machines * args.nodes
+    if config.train.machines > 1 or args.nodes > 1:  # a recipe's workers: start their server now (no-op if started)
+        _start_workers_server(checking)
+    place = _placement(config, "machines" in args.request["train"], args)
+    runlog.check_writable(args.out)
+    if place.joined is None:
+        _check_devices(config.train.machines)
+    if args.how.only == "validate":
+        return None
+    identity = config.identity(place.world)
+    if place.joined is not None:
+        _run_joined(config, place.joined, args.out, identity, args.how.skip_completed, args.quiet, _report(args))
+        return None
+    decision, held = _skip_or_resume(args.out / config.task.name, identity, args.how.skip_completed, place)
+    if decision == "busy" or decision.startswith("skip "):
+        done = decision[len("skip "):] if decision != "busy" else None
+        typer.echo(f"skip {done} (completed)" if done else "skip: another process is running this setting", err=True)
+        if args.how.report is not None:
+            runlog.write_json(_report(args), {"run_dir": done, "status": "skipped"})
+        return None
+    if decision.startswith("resume "):
+        _resume_run(Path(decision[len("resume "):]), None, args.quiet, _report(args), place.nodes, place.node_rank,
+                    place.master_addr, place.master_port, place.run_id, args.how.saving())
+        return None
+    config = runspec.prepare_data(config)
+    run_dir = None
+    if place.node_rank == 0:  # global rank 0 lives on node 0 and writes the logs
+        run_dir = _make_run_dir(config, args.out, identity, place.world, place.nodes, args.quiet, _report(args))
+    _execute(config, run_dir, identity, None, args.quiet, _report(args), place.nodes, place.node_rank,
+             place.master_addr, place.master_port, place.run_id, args.how.saving())
+    del held  # the claim on the setting lasts until the run is over
+    return None
+
+
+def _report(args: RunArgs) -> Optional[Path]:
+    return Path(args.how.report) if args.how.report is not None else None
+
+
+@dataclass
+class Placement:
+    """Where this process's workers run: joined to an outside launcher's job, or started here on these nodes."""
+
+    joined: object  # repro.cluster's placement when torchrun / a multi-task srun started this process, else None
+    nodes: int
+    node_rank: int
+    master_addr: str
+    master_port: Optional[int]
+    run_id: Optional[str]
+    world: int
+
+
+def _placement(config, machines_given: bool, args: RunArgs) -> Placement:
+    """Placement: join an outside launcher's job as its rank, take the nodes of a Slurm job, or the flags'."""
     from repro import cluster
 
-    placement = cluster.outside_launcher()  # started by torchrun / a multi-task srun: join as that rank
-    if (placement is not None and placement.source == "slurm" and placement.local_world == 1 and machines is not None
+    joined = cluster.outside_launcher()  # started by torchrun / a multi-task srun: join as that rank
+    nodes, node_rank, master_addr, master_port = args.nodes, args.node_rank, args.master_addr, args.master_port
+    if (joined is not None and joined.source == "slurm" and joined.local_world == 1 and machines_given
             and nodes == 1 and master_port is None and cluster.slurm_nodes() is not None):
-        placement = None  # one task per node asking for --machines workers each: spawn them (below)
+        joined = None  # one task per node asking for --machines workers each: spawn them
     run_id = None
-    slurm = cluster.slurm_nodes() if placement is None and nodes == 1 and master_port is None else None
+    slurm = cluster.slurm_nodes() if joined is None and nodes == 1 and master_port is None else None
     if slurm is not None:  # one `repro run` per node under srun: the rendezvous comes from the job
         nodes, node_rank, master_addr, master_port, run_id = (slurm[k] for k in ("nodes", "node_rank", "master_addr",
                                                                                   "master_port", "run_id"))
-    if placement is not None:
-        config.train.machines, nodes, node_rank = placement.local_world, placement.nodes, placement.rank // placement.local_world
-    world = placement.world if placement is not None else config.train.machines * nodes
-    runlog.check_writable(out)
-    if placement is None:
-        _check_devices(config.train.machines)
-    if validate_only:
-        return
-    identity = config.identity(world)
-    if placement is not None:
-        _run_joined(config, placement, out, identity, skip_completed, quiet, report)
-        return
-    task_dir = out / config.task.name
-    held = None  # a sweep cell's claim on its setting, released when this process ends
+    if joined is not None:
+        config.train.machines, nodes, node_rank = joined.local_world, joined.nodes, joined.rank // joined.local_world
+    world = joined.world if joined is not None else config.train.machines * nodes
+    return Placement(joined, nodes, node_rank, master_addr, master_port, run_id, world)
+
+
+def _skip_or_resume(task_dir: Path, identity: str, skip_completed: bool, place: Placement) -> tuple[str, object]:
+    """"run", "busy", "skip RUN_DIR" or "resume RUN_DIR" (agreed by every node), and the claim on the setting that
+    keeps another sweep cell from running it while this process lives."""
+    from repro import runlog
+    from repro.launch import agree_across_nodes
+
+    held = []
 
     def decide() -> str:
-        nonlocal held
         if not skip_completed:
             return "run"
-        held = runlog.claim(task_dir, identity)
-        if held is None:
+        held.append(runlog.claim(task_dir, identity))
+        if held[-1] is None:
             return "busy"
         done = runlog.find_completed(task_dir, identity)
         if done is not None:
@@ -214,25 +428,9 @@ def run(
         resumable = runlog.find_resumable(task_dir, identity)
         return f"resume {resumable}" if resumable is not None and not runlog.is_alive(resumable) else "run"
 
-    from repro.launch import agree_across_nodes
-
-    decision = decide() if nodes == 1 else agree_across_nodes(nodes, node_rank, master_addr, master_port or 29500, decide)
-    if decision == "busy" or decision.startswith("skip "):
-        done = decision[len("skip "):] if decision != "busy" else None
-        typer.echo(f"skip {done} (completed)" if done else "skip: another process is running this setting", err=True)
-        if report is not None:
-            runlog.write_json(report, {"run_dir": done, "status": "skipped"})
-        return
-    if decision.startswith("resume "):
-        _resume_run(Path(decision[len("resume "):]), None, quiet, report, nodes, node_rank, master_addr, master_port,
-                    run_id, saving)
-        return
-    config = runspec.prepare_data(config)
-    run_dir = None
-    if node_rank == 0:  # global rank 0 lives on node 0 and writes the logs
-        run_dir = _make_run_dir(config, out, identity, world, nodes, quiet, report)
-    _execute(config, run_dir, identity, None, quiet, report, nodes, node_rank, master_addr, master_port, run_id,
-             saving)
+    if place.nodes == 1:
+        return decide(), held
+    return agree_across_nodes(place.nodes, place.node_rank, place.master_addr, place.master_port or 29500, decide), held
 
 
 def _starts_worker_processes(task: Optional[str], preset: Optional[str], from_run: Optional[Path],
@@ -287,11 +485,9 @@ def _start_workers_server(only_checking: bool) -> None:
 
 def _saving(keep_checkpoints: int, checkpoint_minutes: Optional[float]) -> dict:
     """The checkpoint settings handed to the workers (not part of a run's identity)."""
-    if keep_checkpoints < 1:
-        raise UsageError(f"--keep-checkpoints must be at least 1, got {keep_checkpoints}")
-    if checkpoint_minutes is not None and not checkpoint_minutes > 0:
-        raise UsageError(f"--checkpoint-minutes must be > 0, got {checkpoint_minutes}")
-    return {"keep_checkpoints": keep_checkpoints, "checkpoint_minutes": checkpoint_minutes}
+    how = RunOptions(keep_checkpoints=keep_checkpoints, checkpoint_minutes=checkpoint_minutes)
+    how.validate()
+    return how.saving()
 
 
 def _execute(config, run_dir: Optional[Path], identity: str, resume_from: Optional[Path], quiet: bool,
@@ -659,7 +855,8 @@ def _draw_and_report(exp, scale: str, results: Path) -> None:
 
 @app.command("report")
 def report(results: Path = typer.Option(Path("results"), help="Results root (as given to `repro reproduce`).")):
-    """Judge every claim of the three papers from the runs under RESULTS: RESULTS/REPORT.md and REPORT.html."""
+    """Judge every claim of the experiments (`repro list`) from the runs under RESULTS: RESULTS/REPORT.md and
+    REPORT.html."""
     from repro.report import judge_all, write
 
     if not results.is_dir():

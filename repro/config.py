@@ -16,11 +16,13 @@ the setting is called), so adding a field with a default never changes the ident
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 
+from repro import components
 from repro.errors import UsageError
 
 CONFIG_VERSION = 2
@@ -105,33 +107,60 @@ class TaskSection:
 
 
 @dataclass
-class OptimizerSection:
-    name: str
-    hparams: dict
-    param_groups: str = "all"  # "no-decay-bias-norm": no weight decay on biases and normalization layers
-
-
-@dataclass
 class ComponentSection:
+    """One kind's section (repro/components.py): the component's name, its builder's options, the kind's other
+    fields (the optimizer's param_groups). In config.json: ``{name, <the kind's options key>: options, **fields}``."""
+
+    kind: str
     name: str
     options: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
+
+    def __getattr__(self, key: str):
+        # the kind's spellings: config.optimizer.hparams (its options key), config.optimizer.param_groups (a field)
+        if key.startswith("__") or key in ("kind", "name", "options", "fields"):
+            raise AttributeError(key)
+        if key == components.kind(self.kind).options_key:
+            return self.options
+        if key in self.fields:
+            return self.fields[key]
+        raise AttributeError(f"{self.kind} section has no {key!r}")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, components.kind(self.kind).options_key: copy.deepcopy(self.options),
+                **copy.deepcopy(self.fields)}
+
+    @classmethod
+    def from_dict(cls, kind: components.Kind, data: dict | None) -> "ComponentSection":
+        data = data or {"name": kind.default}
+        return cls(kind.name, data.get("name", kind.default), dict(data.get(kind.options_key, {})),
+                   {name: data.get(name, default) for name, default in kind.fields})
 
 
 @dataclass
 class RunConfig:
+    """The task, one section per kind of the component table (``config.optimizer``, ``config.sync``, ...), train."""
+
     task: TaskSection
-    optimizer: OptimizerSection
-    sync: ComponentSection
-    schedule: ComponentSection
+    components: dict  # kind name -> ComponentSection, in the table's order
     train: TrainSettings
     version: int = CONFIG_VERSION
 
+    def __getattr__(self, key: str) -> ComponentSection:
+        sections = self.__dict__.get("components")
+        if sections is not None and key in sections:
+            return sections[key]
+        raise AttributeError(key)
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"task": dataclasses.asdict(self.task),
+                **{name: section.to_dict() for name, section in self.components.items()},
+                "train": dataclasses.asdict(self.train), "version": self.version}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        """Read a config.json (any version), filling in what older versions left out."""
+        """Read a config.json (any version), filling in what older versions left out: a kind's section a config
+        lacks (a kind added after it was written) is the kind's default component."""
         version = data.get("version", 1)
         if version > CONFIG_VERSION:
             raise UsageError(f"config version {version} is newer than this repro ({CONFIG_VERSION}): upgrade repro")
@@ -139,28 +168,23 @@ class RunConfig:
         train = {k: v for k, v in data.get("train", {}).items() if k in train_fields()}
         config = cls(
             task=TaskSection(task["name"], dict(task.get("options", {})), task.get("preset"), task.get("recipe")),
-            optimizer=OptimizerSection(data["optimizer"]["name"], dict(data["optimizer"].get("hparams", {})),
-                                       data["optimizer"].get("param_groups", "all")),
-            sync=ComponentSection(data.get("sync", {}).get("name", "none"), dict(data.get("sync", {}).get("options", {}))),
-            schedule=ComponentSection(data.get("schedule", {}).get("name", "constant"),
-                                      dict(data.get("schedule", {}).get("options", {}))),
+            components={k.name: ComponentSection.from_dict(k, data.get(k.name)) for k in components.KINDS},
             train=TrainSettings(**train),
         )
-        if version < CONFIG_VERSION:
-            config.fill_defaults()
+        missing = [k.name for k in components.KINDS if k.name not in data]
+        if version < CONFIG_VERSION or missing:
+            config.fill_defaults(None if version < CONFIG_VERSION else missing)
         return config
 
-    def fill_defaults(self) -> None:
+    def fill_defaults(self, kinds: list[str] | None = None) -> None:
         """Write out every builder default not given (version-1 configs recorded only what was given)."""
-        from repro import optim, schedules, sync
-
-        self.optimizer.hparams = _with_defaults(optim.OPTIMIZERS.get(self.optimizer.name), self.optimizer.hparams)
-        self.sync.options = _with_defaults(sync.SYNC_POLICIES.get(self.sync.name), self.sync.options)
-        self.schedule.options = _with_defaults(schedules.SCHEDULES.get(self.schedule.name), self.schedule.options)
+        for k in components.KINDS:
+            if kinds is None or k.name in kinds:
+                section = self.components[k.name]
+                section.options = {**k.defaults(section.name), **section.options}
 
     def identity(self, world_size: int) -> str:
         """Which runs are the same experiment: a hash of the values that differ from their defaults."""
-        from repro import optim, schedules, sync
         from repro.task import TASKS
 
         task_defaults = {f.name: _field_default(f) for f in dataclasses.fields(TASKS.get(self.task.name).Options)}
@@ -168,13 +192,17 @@ class RunConfig:
         settings = {
             "identity_version": IDENTITY_VERSION,
             "task": [self.task.name, _non_default(self.task.options, task_defaults, skip=LOCATION_OPTIONS)],
-            "optimizer": [self.optimizer.name, _non_default(self.optimizer.hparams, _defaults_of(optim.OPTIMIZERS.get(self.optimizer.name))),
-                          self.optimizer.param_groups if self.optimizer.param_groups != "all" else None],
-            "sync": [self.sync.name, _non_default(self.sync.options, _defaults_of(sync.SYNC_POLICIES.get(self.sync.name)))],
-            "schedule": [self.schedule.name, _non_default(self.schedule.options, _defaults_of(schedules.SCHEDULES.get(self.schedule.name)))],
             "train": _non_default(dataclasses.asdict(self.train), train_defaults, skip=("machines",)),
             "world_size": world_size,
         }
+        for k in components.KINDS:
+            section = self.components[k.name]
+            entry = [section.name, _non_default(section.options, k.keywords(section.name))]
+            entry += [value if not _same(value, default) else None
+                      for (name, default), value in zip(k.fields, (section.fields[f] for f, _ in k.fields))]
+            at_default = section.name == k.default and not entry[1] and not any(entry[2:])
+            if k.hashed_at_default or not at_default:  # a later kind at its default: old identities unchanged
+                settings[k.name] = entry
         return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def setting(self, world_size: int) -> str:
@@ -182,10 +210,13 @@ class RunConfig:
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=TrainSettings.seed)).identity(world_size)
 
     def label(self, world_size: int) -> str:
-        """The run folder's readable name."""
-        parts = [self.optimizer.name, self.sync.name]
-        if "interval" in self.sync.options:
-            parts[-1] += f"-I{self.sync.options['interval']}"
+        """The run folder's readable name: the components the table shows, N, the preset or recipe."""
+        parts = []
+        for k in components.KINDS:
+            section = self.components[k.name]
+            if k.label_options is not None and (k.hashed_at_default or section.name != k.default):
+                parts.append(section.name + "".join(f"-{prefix}{section.options[key]}" for key, prefix
+                                                    in k.label_options if key in section.options))
         parts += [f"N{world_size}", self.task.preset or self.task.recipe or "custom"]
         return "_".join(parts)
 
@@ -196,19 +227,6 @@ def _field_default(f: dataclasses.Field):
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return dataclasses.MISSING
-
-
-def _defaults_of(builder) -> dict:
-    from repro.registry import builder_defaults
-
-    return builder_defaults(builder)
-
-
-def _with_defaults(builder, given: dict) -> dict:
-    import inspect
-
-    defaults = {k: v for k, v in _defaults_of(builder).items() if v is not inspect.Parameter.empty}
-    return {**defaults, **given}
 
 
 def _plain(value):

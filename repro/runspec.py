@@ -8,125 +8,147 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from repro import optim, recipes, schedules, sync
-from repro.config import (PARAM_GROUP_MODES, ComponentSection, OptimizerSection, RunConfig, TaskSection,
-                          make_train)
+from repro import components, recipes
+from repro.algorithms import ALGORITHMS
+from repro.config import ComponentSection, RunConfig, TaskSection, TrainSettings, make_train
 from repro.errors import UsageError
-from repro.registry import builder_defaults, check_kwargs
+from repro.registry import check_kwargs
 from repro.task import TASKS
 
-# Paper algorithms as (optimizer, sync policy) pairs; explicit --optimizer / --sync flags override them.
-ALGORITHMS: dict[str, tuple[str, str]] = {
-    "celgc": ("clipped-sgd", "periodic"),  # communication-efficient local gradient clipping
-    "naive-parallel-clip": ("clipped-sgd", "every-step"),  # the CELGC paper's baseline
-    "local-sgd": ("sgd", "periodic"),
-    "minibatch-sgd": ("sgd", "every-step"),
-}
 
-
-@dataclass
+@dataclass(init=False)
 class RunRequest:
     """What the user asked for; ``None`` / empty means: take the recipe's value, else the default."""
 
     task: str  # a task name, or a recipe name (which names its task)
-    preset: str | None = None  # recipe alias; "quick" when neither a recipe nor --from is given
-    algo: str | None = None
-    optimizer: str | None = None
-    hparams: dict = field(default_factory=dict)  # --lr, --clip, ... and --opt KEY=VALUE
-    sync: str | None = None
-    sync_options: dict = field(default_factory=dict)  # --interval and --sync-opt KEY=VALUE
-    schedule: str | None = None
-    schedule_options: dict = field(default_factory=dict)  # --sched-opt KEY=VALUE
-    task_options: dict = field(default_factory=dict)  # --set KEY=VALUE, --batch-size, --no-bn, --data-dir
-    train: dict = field(default_factory=dict)  # --epochs, --machines, --seed, --max-steps, ...
-    param_groups: str | None = None
-    base: RunConfig | None = None  # `--from RUN_DIR`: a recorded run's settings take the recipe's place
+    preset: str | None  # recipe alias; "quick" when neither a recipe nor --from is given
+    algo: str | None  # an entry of repro.algorithms.ALGORITHMS
+    components: dict  # kind -> component name (--KIND NAME)
+    options: dict  # kind -> {KEY: VALUE} (--KIND-opt; the kind's section fields, e.g. param_groups, too)
+    task_options: dict  # --set KEY=VALUE, --data-dir
+    train: dict  # --epochs, --machines, --seed, --train-opt KEY=VALUE
+    base: RunConfig | None  # `--from RUN_DIR`: a recorded run's settings take the recipe's place
+
+    def __init__(self, task: str, preset: str | None = None, algo: str | None = None, components: dict | None = None,
+                 options: dict | None = None, task_options: dict | None = None, train: dict | None = None,
+                 base: RunConfig | None = None, **by_kind):
+        """``by_kind``: a kind's choice by its own keywords: ``optimizer="adamw"``, ``sync_options={...}`` or the
+        section's spelling (``hparams={...}``), a section field (``param_groups="..."``)."""
+        self.task, self.preset, self.algo, self.base = task, preset, algo, base
+        self.components = dict(components or {})
+        self.options = {k: dict(v) for k, v in (options or {}).items()}
+        self.task_options, self.train = dict(task_options or {}), dict(train or {})
+        for kind in _table():
+            if by_kind.get(kind.name) is not None:
+                self.components[kind.name] = by_kind.pop(kind.name)
+            by_kind.pop(kind.name, None)
+            keys = [f"{kind.name}_options", kind.options_key] + [name for name, _ in kind.fields]
+            for key in dict.fromkeys(keys):
+                if key in by_kind:
+                    value = by_kind.pop(key)
+                    if value is not None:
+                        given = value if isinstance(value, dict) else {key: value}
+                        self.options.setdefault(kind.name, {}).update(given)
+        if by_kind:
+            raise TypeError(f"RunRequest got unexpected keywords {', '.join(sorted(by_kind))}")
 
 
-def _split(section: dict) -> tuple[str, dict]:
-    section = dict(section)
-    return section.pop("name"), section
+def _table() -> tuple[components.Kind, ...]:
+    return components.KINDS
 
 
-def _layer(name: str, kind: str, builder, base_name: str, base_options: dict, flags: dict) -> dict:
-    """default < base (only when the base names the same component) < flags; unknown keys rejected."""
+def _layer(kind: components.Kind, name: str, base_name: str, base_options: dict, flags: dict) -> dict:
+    """default < base (only when the base names the same component) < flags; unknown keys rejected; flag values
+    take the types the builder declares."""
+    builder = kind.builder(name)
+    flags = components.typed(flags, components.hints_of(builder), f"{kind.label} {name}")
     given = {**(base_options if name == base_name else {}), **flags}
-    check_kwargs(kind, name, builder, given)
-    defaults = {k: v for k, v in builder_defaults(builder).items() if v is not inspect.Parameter.empty}
-    return {**defaults, **given}
+    check_kwargs(kind.label, name, builder, given)
+    return {**kind.defaults(name), **given}
 
 
-def _choose_base(req: RunRequest) -> tuple[str, dict, TaskSection]:
-    """(task name, the base's sections, the task section's labels) from --from, a recipe name or a preset."""
+def _choose_base(req: RunRequest, algo) -> tuple[str, dict, TaskSection]:
+    """(task name, the base's sections as config.json has them, the task section's labels) from --from, a recipe
+    name or a preset."""
     if req.base is not None:
         if req.task not in (req.base.task.name, req.base.task.recipe) or req.preset is not None:
             raise UsageError(f"--from gives task {req.base.task.name}: leave out TASK and --preset, or name that task")
         base = req.base.to_dict()
-        base["optimizer"] = {"name": base["optimizer"]["name"], **base["optimizer"]["hparams"]}
-        base["sync"] = {"name": base["sync"]["name"], **base["sync"]["options"]}
-        base["schedule"] = {"name": base["schedule"]["name"], **base["schedule"]["options"]}
         base["task"] = base["task"]["options"]
         return req.base.task.name, base, TaskSection(req.base.task.name, {}, req.base.task.preset, req.base.task.recipe)
     if req.task in recipes.RECIPES and req.task not in TASKS:
         if req.preset is not None:
             raise UsageError(f"{req.task} is a recipe: --preset does not apply")
         recipe = recipes.RECIPES.get(req.task)
-        return recipe.tasks[0], copy.deepcopy(recipe.sections()), TaskSection(recipe.tasks[0], {}, recipe.preset, recipe.name)
+        return recipe.tasks[0], _as_recorded(recipe.sections()), TaskSection(recipe.tasks[0], {}, recipe.preset, recipe.name)
     TASKS.get(req.task)  # unknown task: one line naming the known ones
-    opt_choice = req.optimizer or (ALGORITHMS[req.algo][0] if req.algo in ALGORITHMS else None)
+    algo_optimizer = algo.choice("optimizer") if algo is not None else None
+    opt_choice = req.components.get("optimizer") or (algo_optimizer[0] if algo_optimizer else None)
     recipe = recipes.by_preset(req.task, req.preset or "quick", opt_choice)
-    return req.task, copy.deepcopy(recipe.sections()), TaskSection(req.task, {}, req.preset or "quick", recipe.name)
+    return req.task, _as_recorded(recipe.sections()), TaskSection(req.task, {}, req.preset or "quick", recipe.name)
+
+
+def _as_recorded(sections: dict) -> dict:
+    """A recipe's sections ({"name": ..., options...}) in config.json's shape ({"name", options key, fields})."""
+    out = copy.deepcopy(sections)
+    for kind in _table():
+        if kind.name in out:
+            options = dict(out[kind.name])
+            name = options.pop("name", kind.default)
+            fields = {f: options.pop(f) for f, _ in kind.fields if f in options}
+            out[kind.name] = {"name": name, kind.options_key: options, **fields}
+    return out
+
+
+def _component(kind: components.Kind, req: RunRequest, algo, base: dict, origin: str) -> ComponentSection:
+    """One kind's section: the flag's component, else the algorithm's, else the base's; its options layered."""
+    recorded = ComponentSection.from_dict(kind, base.get(kind.name))
+    chosen = algo.choice(kind.name) if algo is not None else None
+    name = req.components.get(kind.name) or (chosen[0] if chosen else None) or recorded.name
+    flags = dict(req.options.get(kind.name, {}))
+    if chosen and name == chosen[0]:
+        flags = {**chosen[1], **flags}
+    fields = {**recorded.fields, **{f: flags.pop(f) for f, _ in kind.fields if f in flags}}
+    options = _layer(kind, name, recorded.name, recorded.options, flags)
+    if name != recorded.name and recorded.options and not flags and sys.stderr.isatty():
+        print(f"note: {origin} is written for {kind.label} {recorded.name}; {name} takes its own defaults "
+              f"({', '.join(f'{k}={v}' for k, v in options.items())})", file=sys.stderr)
+    return ComponentSection(kind.name, name, options, fields)
 
 
 def resolve(req: RunRequest) -> RunConfig:
-    if req.algo is not None and req.algo not in ALGORITHMS:
-        raise UsageError(f"unknown algo {req.algo!r} (known: {', '.join(sorted(ALGORITHMS))})")
-    algo_opt, algo_sync = ALGORITHMS.get(req.algo, (None, None))
-    task_name, base, task_section = _choose_base(req)
+    algo = ALGORITHMS.get(req.algo) if req.algo is not None else None
+    task_name, base, task_section = _choose_base(req, algo)
     task_cls = TASKS.get(task_name)
+    origin = task_section.recipe or "the recorded run"
+    sections = {kind.name: _component(kind, req, algo, base, origin) for kind in _table()}
 
-    base_opt_name, base_hparams = _split(base["optimizer"])
-    opt_name = req.optimizer or algo_opt or base_opt_name
-    hparams = _layer(opt_name, "optimizer", optim.OPTIMIZERS.get(opt_name), base_opt_name, base_hparams, req.hparams)
-    if opt_name != base_opt_name and not req.hparams and sys.stderr.isatty():
-        print(f"note: {task_section.recipe or 'the recorded run'} is written for {base_opt_name}; {opt_name} takes "
-              f"its own defaults ({', '.join(f'{k}={v}' for k, v in hparams.items())})", file=sys.stderr)
-    optim.validate(opt_name, **hparams)
-    param_groups = req.param_groups or base.get("param_groups", "all")
-    if param_groups not in PARAM_GROUP_MODES:
-        raise UsageError(f"param-groups must be one of {', '.join(PARAM_GROUP_MODES)}, got {param_groups!r}")
-
-    base_sync_name, base_sync = _split(base.get("sync", {"name": "none"}))
-    sync_name = req.sync or algo_sync or base_sync_name
-    sync_options = _layer(sync_name, "sync policy", sync.SYNC_POLICIES.get(sync_name), base_sync_name, base_sync,
-                          req.sync_options)
-    sync.make(sync_name, **sync_options)
-
-    base_sched_name, base_sched = _split(base.get("schedule", {"name": "constant"}))
-    sched_name = req.schedule or base_sched_name
-    sched_options = _layer(sched_name, "schedule", schedules.SCHEDULES.get(sched_name), base_sched_name, base_sched,
-                           req.schedule_options)
-
-    train_values = {**base.get("train", {}), **req.train}
-    if req.train.get("max_steps") is not None and "eval_batches" not in req.train:
+    train_flags = components.typed(req.train, components.hints_of(TrainSettings), "train setting")
+    train_values = {**base.get("train", {}), **train_flags}
+    if train_flags.get("max_steps") is not None and "eval_batches" not in train_flags:
         train_values["eval_batches"] = 20  # a smoke test should not spend minutes scoring the full test set
     train = make_train(train_values, task_section.recipe or task_name)
     train.validate()
     if train.channels_last and not task_cls.takes_channels_last:
         raise UsageError(f"--channels-last applies to image tasks; {task_name} has no channels_last form")
-    schedules.make(sched_name, train.epochs, **sched_options)
 
-    options = dataclasses.asdict(task_cls.parse_options({**base.get("task", {}), **req.task_options}))
+    task_flags = components.typed(req.task_options, components.hints_of(task_cls.Options), "task option")
+    options = dataclasses.asdict(task_cls.parse_options({**base.get("task", {}), **task_flags}))
     task_section.options = options
-    return RunConfig(task=task_section, optimizer=OptimizerSection(opt_name, hparams, param_groups),
-                     sync=ComponentSection(sync_name, sync_options), schedule=ComponentSection(sched_name, sched_options),
-                     train=train)
+    config = RunConfig(task=task_section, components=sections, train=train)
+    for kind in _table():  # the checks that need the values: the kind's, then the component's own against the run
+        section = sections[kind.name]
+        if kind.check is not None:
+            kind.check(section.name, section.options, section.fields, config)
+        check_config = getattr(kind.builder(section.name), "check_config", None)
+        if check_config is not None:  # e.g. a sync policy that refuses an optimizer taking several gradients a step
+            check_config(section.options, config)
+    return config
 
 
 def load_recorded(run_dir: Path) -> RunConfig:

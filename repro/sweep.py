@@ -21,14 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from repro.components import key_value_flags
 from repro.errors import UsageError
 
 
-KEY_VALUE_FLAGS = ("--set", "--opt", "--sync-opt", "--sched-opt")
-
-
 def parse_grid(task: str, args: list[str]) -> list[list[str]]:
-    """`--lr 0.1,1 --interval 2,4 --quiet` -> one argv per cell (the product of the listed values)."""
+    """`--lr 0.1,1 --interval 2,4 --quiet` -> one argv per cell (the product of the listed values). A KEY=VALUE flag
+    (`--optimizer-opt weight_decay=0,1e-4`, `--set`, `--train-opt`, every kind's `--KIND-opt`) makes one cell per
+    value of its key."""
     axes: list[list[list[str]]] = []
     i = 0
     while i < len(args):
@@ -38,7 +38,7 @@ def parse_grid(task: str, args: list[str]) -> list[list[str]]:
         if i + 1 < len(args) and not args[i + 1].startswith("--"):
             value = args[i + 1]
             key, sep, values = value.partition("=")
-            if flag in KEY_VALUE_FLAGS and sep:  # --set emsize=16,32: one cell per value of the key
+            if flag in key_value_flags() and sep:  # --set emsize=16,32: one cell per value of the key
                 axes.append([[flag, f"{key}={v}"] for v in values.split(",")])
             else:
                 axes.append([[flag, v] for v in value.split(",")])

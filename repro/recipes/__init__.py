@@ -1,7 +1,8 @@
 """Recipes: a paper's exact settings, by name, with the source of each value beside it.
 
-One module per paper (celgc.py, adamw.py, sgdol.py) plus standard settings (imagenet.py); each registers its
-recipes here. A recipe fills the five sections of a run config (see repro/config.py); flags override it:
+One module per paper plus standard settings (imagenet.py); each registers its recipes here, and the papers are
+registered in ``PAPERS`` (`repro list`). A recipe fills the sections of a run config (the task, each kind of the
+component table in repro/components.py, train; see repro/config.py); flags override it:
 
     flag  >  recipe  >  default (the task's Options dataclass, the builder's keyword defaults, TrainSettings)
 
@@ -19,9 +20,25 @@ from repro.registry import Registry
 
 RECIPES: Registry["Recipe"] = Registry("recipe", package=__name__)
 
-P1 = "Liu, Zhuang, Lei, Liao: CELGC, NeurIPS 2022"
-P2 = "Zhuang, Liu, Cutkosky, Orabona: AdamW through proximal methods and scale-freeness, TMLR 2022"
-P3 = "Zhuang, Cutkosky, Orabona: SGDOL, ICML 2019"
+
+@dataclass(frozen=True)
+class Paper:
+    id: str  # the short name claims and experiments use (P1, ...)
+    citation: str  # authors: short title, venue year (a recipe's `source`)
+
+
+PAPERS: Registry[Paper] = Registry("paper")
+
+
+def paper(id: str, citation: str) -> str:
+    """Register a paper the project reproduces; returns its citation (what recipes give as their source)."""
+    PAPERS.register(id, Paper(id, citation))
+    return citation
+
+
+P1 = paper("P1", "Liu, Zhuang, Lei, Liao: CELGC, NeurIPS 2022")
+P2 = paper("P2", "Zhuang, Liu, Cutkosky, Orabona: AdamW through proximal methods and scale-freeness, TMLR 2022")
+P3 = paper("P3", "Zhuang, Cutkosky, Orabona: SGDOL, ICML 2019")
 
 
 @dataclass(frozen=True)
@@ -35,12 +52,14 @@ class Recipe:
     sync: dict = field(default_factory=lambda: {"name": "none"})
     schedule: dict = field(default_factory=lambda: {"name": "constant"})
     train: dict = field(default_factory=dict)
+    components: dict = field(default_factory=dict)  # the other kinds of the component table it names: kind -> {"name", options}
     preset: str | None = None  # the --preset alias it answers to
     for_optimizers: tuple[str, ...] = ()  # with --preset: chosen for these optimizers; () = the default recipe
 
     def sections(self) -> dict:
+        """The sections it fills: the task's options, one ``{"name": ..., options...}`` per kind it names, train."""
         return {"task": self.task, "optimizer": self.optimizer, "sync": self.sync, "schedule": self.schedule,
-                "train": self.train}
+                **self.components, "train": self.train}
 
 
 def register(recipe: Recipe) -> Recipe:

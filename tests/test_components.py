@@ -1,0 +1,237 @@
+"""The component table: sections, identities, labels and flags come from it; old spellings and old runs still work."""
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import typer
+
+from repro import cli, components
+from repro.cli import _invoke_run, translate_shortcuts
+from repro.config import RunConfig
+from repro.errors import UsageError
+from repro.registry import Registry
+from repro.runspec import RunRequest, resolve
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _resolved(*argv):
+    config, world = _invoke_run([*argv, "--resolve-only"])
+    return config, world
+
+
+def _committed_configs():
+    return [p for p in sorted(RESULTS.glob("**/config.json"))]
+
+
+def test_committed_runs_keep_their_identities_labels_and_settings():
+    """`repro report`, `--from` and `--skip-completed` find the committed runs: every recorded version-2 identity is
+    what the table-driven RunConfig computes, and version-1 runs keep the identity they had before the table."""
+    configs = _committed_configs()
+    if not configs:
+        pytest.skip("no committed results")
+    checked = 0
+    for path in configs:
+        data = json.loads(path.read_text())
+        if data.get("version", 1) >= 2:
+            world = data.get("world_size", 1)
+            config = RunConfig.from_dict(data)
+            assert config.identity(world) == data["identity"], path
+            assert path.parent.name.startswith(config.label(world)), path  # the folder's name is label_identity
+            checked += 1
+    assert checked >= 10
+    # version-1 configs (an older identity scheme is recorded in them): the identities computed before the table
+    before = {"convnet-fashion-mnist/adagrad_none_N1_quick_4008036916": "a60c6d4bcd",
+              "convnet-fashion-mnist/adam_none_N1_quick_3dd7a86e0a": "0c3dfe8866"}
+    for folder, identity in before.items():
+        path = RESULTS / folder / "config.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            assert RunConfig.from_dict(data).identity(data.get("world_size", 1)) == identity
+
+
+# (old spelling, generic spelling), each resolved on a task whose recipe it applies to
+SHORTCUT_CASES = [
+    (("lstm-text", "--algo", "celgc", "--clip", "2"), ("lstm-text", "--algo", "celgc", "--optimizer-opt", "clip=2")),
+    (("lstm-text", "--momentum", "0.5"), ("lstm-text", "--opt", "momentum=0.5")),
+    (("lstm-text", "--weight-decay", "0"), ("lstm-text", "--optimizer-opt", "weight_decay=0")),
+    (("lstm-text", "--weight-decay", "1e-4"), ("lstm-text", "--optimizer-opt", "weight_decay=1e-4")),
+    (("convnet-mnist", "--optimizer", "sgdol", "--smoothness", "5", "--alpha", "3"),
+     ("convnet-mnist", "--optimizer", "sgdol", "--optimizer-opt", "smoothness=5", "--optimizer-opt", "alpha=3")),
+    (("resnet20-cifar10", "--param-groups", "no-decay-bias-norm"),
+     ("resnet20-cifar10", "--optimizer-opt", "param_groups=no-decay-bias-norm")),
+    (("resnet20-cifar10", "--batch-size", "8", "--no-bn"), ("resnet20-cifar10", "--set", "batch_size=8", "--set", "bn=false")),
+    (("lstm-text", "--max-steps", "3", "--eval-batches", "2"), ("lstm-text", "--train-opt", "max_steps=3", "--train-opt", "eval_batches=2")),
+    (("lstm-text", "--loss-multiplier", "10"), ("lstm-text", "--train-opt", "loss_multiplier=10")),
+    (("lstm-text", "--log-stats", "1", "--log-stats", "3"), ("lstm-text", "--train-opt", "log_stats=1,3")),
+    (("lstm-text", "--log-stats", "2"), ("lstm-text", "--train-opt", "log_stats=2")),
+    (("lstm-text", "--eval-sync", "in-place", "--pairing", "same-batch"),
+     ("lstm-text", "--train-opt", "eval_sync=in-place", "--train-opt", "pairing=same-batch")),
+    (("resnet20-cifar10", "--tf32", "on", "--deterministic", "--compile", "--channels-last"),
+     ("resnet20-cifar10", "--train-opt", "tf32=true", "--train-opt", "deterministic=true", "--train-opt", "compile=true",
+      "--train-opt", "channels_last=true")),
+    (("resnet20-cifar10", "--tf32", "off"), ("resnet20-cifar10", "--train-opt", "tf32=false")),
+    (("resnet56-cifar10", "--preset", "paper", "--algo", "celgc", "--scheduler", "step", "--sched-opt", "milestones=3"),
+     ("resnet56-cifar10", "--preset", "paper", "--algo", "celgc", "--schedule", "step", "--schedule-opt", "milestones=3")),
+    (("lstm-text", "--sync", "periodic", "--interval", "8"), ("lstm-text", "--sync", "periodic", "--sync-opt", "interval=8")),
+    (("lstm-text", "--lr", "2"), ("lstm-text", "--optimizer-opt", "lr=2")),
+    (("lstm-text", "--data-dir", "/d", "--epochs", "3", "--seed", "4", "--machines", "2"),
+     ("lstm-text", "--set", "data_dir=/d", "--train-opt", "epochs=3", "--train-opt", "seed=4", "--train-opt", "machines=2")),
+]
+
+
+@pytest.mark.parametrize("old, generic", SHORTCUT_CASES, ids=[" ".join(o[1:]) for o, _ in SHORTCUT_CASES])
+def test_every_removed_shortcut_still_works_through_the_generic_form(old, generic):
+    (a, world_a), (b, world_b) = _resolved(*old), _resolved(*generic)
+    assert a.to_dict() == b.to_dict() and world_a == world_b
+    assert a.identity(world_a) == b.identity(world_b)
+    plain = _resolved(old[0])[0]
+    assert a.to_dict() != plain.to_dict() or old[1] in ("--weight-decay", "--tf32")  # the flag did something
+
+
+def test_generic_values_take_the_declared_types():
+    """`--opt clip=1` is the same setting as the old typed `--clip 1` (1.0): the builder's annotation decides."""
+    config, _ = _resolved("lstm-text", "--algo", "celgc", "--opt", "clip=1", "--sched-opt", "milestones=2",
+                          "--schedule", "step")
+    assert config.optimizer.hparams["clip"] == 1.0 and isinstance(config.optimizer.hparams["clip"], float)
+    assert config.schedule.options["milestones"] == [2]
+    with pytest.raises(UsageError, match="interval must be a whole number"):
+        _resolved("lstm-text", "--sync", "periodic", "--sync-opt", "interval=2.5")
+
+
+def test_how_a_run_is_carried_out_goes_through_run_opt():
+    assert translate_shortcuts(["t", "--keep-checkpoints", "3", "--checkpoint-minutes=5", "--timeout", "9",
+                                "--skip-completed", "--report", "/tmp/r.json", "--validate-only"]) == [
+        "t", "--run-opt", "keep_checkpoints=3", "--run-opt", "checkpoint_minutes=5", "--run-opt", "timeout=9",
+        "--run-opt", "skip_completed=true", "--run-opt", "report=/tmp/r.json", "--run-opt", "only=validate"]
+    how = cli._settings_of(cli.RunOptions, "run option", ["keep_checkpoints=3", "checkpoint_minutes=5", "timeout=9",
+                                                          "skip_completed=true", "report=/tmp/r.json"], "--run-opt")
+    assert (how.keep_checkpoints, how.checkpoint_minutes, how.timeout, how.skip_completed, how.report) == \
+        (3, 5.0, 9.0, True, "/tmp/r.json")
+    for bad, message in (("keep_checkpoints=0", "keep_checkpoints must be at least 1"),
+                         ("timeout=0", "timeout must be > 0"), ("colour=1", "unknown run option")):
+        with pytest.raises(UsageError, match=message):
+            cli._settings_of(cli.RunOptions, "run option", [bad], "--run-opt")
+    with pytest.raises(UsageError, match="--tf32 takes on or off, got 'maybe'"):
+        translate_shortcuts(["t", "--tf32", "maybe"])
+
+
+def test_run_is_small_and_its_component_flags_come_from_the_table():
+    command = typer.main.get_command(cli.app).commands["run"]
+    assert len(command.params) <= 25
+    flags = {opt for p in command.params for opt in p.opts}
+    for kind in components.KINDS:
+        assert {kind.flag, kind.opt_flag, *kind.flag_aliases, *kind.opt_aliases} <= flags
+    for kept in ("--lr", "--interval", "--machines", "--algo", "--epochs", "--seed", "--data-dir", "--out", "--preset",
+                 "--set", "--opt", "--sync-opt", "--sched-opt"):
+        assert kept in flags
+    from repro.sweep import parse_grid
+
+    cells = parse_grid("t", ["--optimizer-opt", "weight_decay=0,1e-4", "--train-opt", "max_steps=1,2"])
+    assert len(cells) == 4 and ["--optimizer-opt", "weight_decay=1e-4"] == cells[-1][1:3]
+
+
+def test_list_and_help_name_the_components_from_the_registries():
+    from typer.testing import CliRunner
+
+    from repro.algorithms import ALGORITHMS
+
+    runner = CliRunner()
+    listed = runner.invoke(cli.app, ["list"]).output
+    for kind in components.KINDS:
+        for name in kind.registry.names():
+            assert f"{kind.name:<11} {name} " in listed
+    for name in ALGORITHMS:
+        assert f"algo        {name} " in listed
+    shown = runner.invoke(cli.app, ["run", "--help"], terminal_width=400, env={"COLUMNS": "400"}).output
+    assert "periodic" in shown and "clipped-sgd" in shown and "celgc = clipped-sgd + periodic" in shown
+
+
+@pytest.fixture
+def topology_kind(monkeypatch):
+    """A kind added the way the next ones will be: a registry plus one entry of the table."""
+    registry = Registry("topology")
+
+    @registry.register("none")
+    def no_topology():
+        return None
+
+    @registry.register("ring")
+    def ring(degree: int = 2, weight: float = 1 / 3):
+        return None
+
+    import sys
+    import types
+
+    module = types.ModuleType("fake_topologies")
+    module.TOPOLOGIES = registry
+    monkeypatch.setitem(sys.modules, "fake_topologies", module)
+    new = components.Kind("topology", "fake_topologies:TOPOLOGIES", "none", "Who talks to whom",
+                          label_options=(("degree", "d"),))
+    monkeypatch.setattr(components, "KINDS", (*components.KINDS, new))
+    return new
+
+
+def test_a_new_kind_is_a_registry_and_one_entry(topology_kind):
+    plain = resolve(RunRequest(task="lstm-text", algo="celgc"))
+    assert plain.topology.name == "none" and "topology" in plain.to_dict()
+    ring = resolve(RunRequest(task="lstm-text", algo="celgc", components={"topology": "ring"},
+                              options={"topology": {"degree": 4, "weight": 1}}))
+    assert ring.topology.options == {"degree": 4, "weight": 1.0}
+    assert ring.label(4) == "clipped-sgd_periodic-I4_ring-d4_N4_quick"  # the table's order
+    assert plain.label(4) == "clipped-sgd_periodic-I4_N4_quick"  # a later kind at its default: not named
+    assert ring.identity(4) != plain.identity(4)
+    with pytest.raises(UsageError, match="topology 'ring' does not take colour"):
+        resolve(RunRequest(task="lstm-text", components={"topology": "ring"}, options={"topology": {"colour": 1}}))
+    with pytest.raises(UsageError, match="unknown topology 'star'"):
+        resolve(RunRequest(task="lstm-text", components={"topology": "star"}))
+    # a run recorded before the kind existed: loads with the default and keeps its identity
+    recorded = {k: v for k, v in plain.to_dict().items() if k != "topology"}
+    older = RunConfig.from_dict(recorded)
+    assert older.topology.name == "none" and older.identity(4) == plain.identity(4)
+    # the flags: --topology NAME and --topology-opt KEY=VALUE are generated
+    command = cli._with_component_flags(lambda task=None, components=None: components)
+    import inspect
+
+    assert {"topology", "topology_opt"} <= set(inspect.signature(command).parameters)
+    assert command(task="x", optimizer=None, optimizer_opt=[], sync=None, sync_opt=[], schedule=None, schedule_opt=[],
+                   topology="ring", topology_opt=["degree=3"])["topology"] == ("ring", ["degree=3"])
+
+
+def test_identity_without_the_new_kind_is_the_one_computed_before_it(topology_kind, monkeypatch):
+    config = resolve(RunRequest(task="lstm-text", algo="celgc"))
+    with_kind, recorded = config.identity(4), {k: v for k, v in config.to_dict().items() if k != "topology"}
+    monkeypatch.setattr(components, "KINDS", components.KINDS[:-1])
+    without = RunConfig.from_dict(recorded)
+    assert without.identity(4) == with_kind
+
+
+def test_algorithms_are_a_registry_whose_options_flags_override():
+    from repro.algorithms import ALGORITHMS, Algorithm
+
+    algo = Algorithm("test-clip", "clipped SGD averaging every 3 steps",
+                     {"optimizer": {"name": "clipped-sgd", "clip": 0.5}, "sync": {"name": "periodic", "interval": 3}})
+    ALGORITHMS.register(algo.name, algo)
+    try:
+        config = resolve(RunRequest(task="lstm-text", algo="test-clip"))
+        assert config.optimizer.hparams["clip"] == 0.5 and config.sync.options == {"interval": 3}
+        flagged = resolve(RunRequest(task="lstm-text", algo="test-clip", sync_options={"interval": 5}, hparams={"clip": 2}))
+        assert flagged.sync.options == {"interval": 5} and flagged.optimizer.hparams["clip"] == 2.0
+        other = resolve(RunRequest(task="lstm-text", algo="test-clip", sync="every-step"))
+        assert other.sync.name == "every-step" and other.sync.options == {"bucketed": True}
+    finally:
+        ALGORITHMS._items.pop(algo.name)
+    with pytest.raises(UsageError, match="unknown algo 'magic'"):
+        resolve(RunRequest(task="lstm-text", algo="magic"))
+
+
+def test_run_request_takes_each_kind_by_its_own_keywords():
+    a = RunRequest(task="t", optimizer="adamw", hparams={"lr": 1}, param_groups="no-decay-bias-norm",
+                   sync="periodic", sync_options={"interval": 2}, schedule_options={"gamma": 0.5})
+    assert a.components == {"optimizer": "adamw", "sync": "periodic"}
+    assert a.options == {"optimizer": {"lr": 1, "param_groups": "no-decay-bias-norm"}, "sync": {"interval": 2},
+                         "schedule": {"gamma": 0.5}}
+    with pytest.raises(TypeError, match="colour"):
+        RunRequest(task="t", colour=1)
+    assert dataclasses.is_dataclass(a)
