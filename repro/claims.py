@@ -1,5 +1,5 @@
-"""Claims of the three papers, each with where the paper states it and the rule that judges it, fixed here before
-any run of its experiment (repro/experiments/). A rule sees only the runs' numbers and returns a verdict:
+"""Claims of the papers (`repro list`), each with where the paper states it and the rule that judges it, fixed here
+before any run of its experiment (repro/experiments/). A rule sees only the runs' numbers and returns a verdict:
 "reproduced", "not reproduced" or "inconclusive" (at this scale), with the numbers it used.
 
 The two statistical rules are Welch's two-sample comparison at the 5 % level, written out so each verdict can be
@@ -56,7 +56,7 @@ class Verdict:
 @dataclass(frozen=True)
 class Claim:
     id: str
-    paper: str  # P1, P2 or P3
+    paper: str  # the id of a paper in repro.recipes.PAPERS (`repro list`)
     statement: str
     where: str  # where the paper states it
     rule: str  # the rule in words (the code is `judge`)

@@ -26,7 +26,10 @@ RUN_HELP = ("Train TASK on --machines worker processes with one component of eac
 
 
 def _parse_value(text: str):
-    """A KEY=VALUE value: int, float, true/false, a comma-separated list of those, else the text itself."""
+    """A KEY=VALUE value: int, float, true/false, a comma-separated list of those ([a,b] too: a sweep keeps a
+    bracketed list whole), else the text itself."""
+    if text.startswith("[") and text.endswith("]"):
+        return [_parse_value(part) for part in text[1:-1].split(",") if part]
     if "," in text:
         return [_parse_value(part) for part in text.split(",") if part]
     for cast in (int, float):

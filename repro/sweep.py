@@ -38,7 +38,9 @@ def parse_grid(task: str, args: list[str]) -> list[list[str]]:
         if i + 1 < len(args) and not args[i + 1].startswith("--"):
             value = args[i + 1]
             key, sep, values = value.partition("=")
-            if flag in key_value_flags() and sep:  # --set emsize=16,32: one cell per value of the key
+            if flag in key_value_flags() and sep and values.startswith("["):  # KEY=[a,b]: one list-valued
+                axes.append([[flag, value]])  # setting (--train-opt log_stats=[1,150])
+            elif flag in key_value_flags() and sep:  # --set emsize=16,32: one cell per value of the key
                 axes.append([[flag, f"{key}={v}"] for v in values.split(",")])
             else:
                 axes.append([[flag, v] for v in value.split(",")])

@@ -74,7 +74,7 @@ class Scale:
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    paper: str  # P1, P2 or P3
+    paper: str  # the id of a paper in repro.recipes.PAPERS (`repro list`)
     summary: str  # the figure or table of the paper it reproduces
     scales: dict[str, Scale]
     claims: tuple[Claim, ...] = ()

@@ -1,5 +1,5 @@
 """The standard ResNet-50 ImageNet setting (Goyal et al. 2017 / torchvision's reference recipe), used as the
-CELGC-style large-scale check. Not a setting any of the three papers reports numbers for."""
+CELGC-style large-scale check. Not a setting any of the papers (`repro list`) reports numbers for."""
 from repro.recipes import Recipe, register
 
 SOURCE = "torchvision references/classification (ResNet-50): SGD 0.1, momentum 0.9, wd 1e-4, /10 at 30, 60, 80"
