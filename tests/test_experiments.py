@@ -10,6 +10,7 @@ from conftest import run_repro
 from repro import claims
 from repro.cli import _invoke_run, _setting_key
 from repro.experiments import EXPERIMENTS, evidence
+from repro.runlog import git_commit
 
 
 def test_welch_interval_matches_a_hand_computation():
@@ -67,8 +68,9 @@ def _fake_runs(results, experiment, values, column="test_acc", extra=None, seeds
             config, world = _invoke_run([*setting.argv, "--seed", str(seed), "--out", str(folder), "--resolve-only"])
             run = folder / config.task.name / f"{setting.label.replace(' ', '_')}_{seed}"
             run.mkdir(parents=True)
-            (run / "config.json").write_text(json.dumps({**config.to_dict(), "world_size": world,
-                                                         "environment": {"cpu": "x86_64", "cpu_count": 2}}))
+            # made from the checked-out code, as a real run records it (claims count runs from their rule commit on)
+            env = {"cpu": "x86_64", "cpu_count": 2, "git_commit": git_commit()}
+            (run / "config.json").write_text(json.dumps({**config.to_dict(), "world_size": world, "environment": env}))
             cols = {column: value, **((extra or {}).get(setting.label, {}))}
             (run / "metrics.csv").write_text("epoch," + ",".join(cols) + "\n1.0," + ",".join(map(str, cols.values())) + "\n")
             (run / "summary.json").write_text("{}")
