@@ -835,7 +835,12 @@ def _rehearse(exp, scale: str, jobs: int, echo, validate) -> None:
     with tempfile.TemporaryDirectory(prefix="repro-rehearsal-") as out:
         argvs = [[*s.argv, *REHEARSAL, "--seed", str(seed), "--out", out, "--quiet"] for s in spec.settings]
         echo(f"{exp.name} ({scale}): rehearsing {len(argvs)} settings (two steps each)")
-        code = run_cells(argvs, jobs, None, None, False, validate=validate, echo=echo, quiet=True)
+        if spec.launcher == "emulated-cluster":  # node 0 alone would wait for node 1 forever
+            from repro.emulated_cluster import run_cells as cluster_cells
+
+            code = cluster_cells(argvs, validate=validate, echo=echo)
+        else:
+            code = run_cells(argvs, jobs, None, None, False, validate=validate, echo=echo, quiet=True)
     if code:
         raise SystemExit(code)
 
