@@ -103,31 +103,25 @@ class EpochMetrics:
         for k, name in enumerate(names):
             row[name] = sum(table[r][4 + k] for r in counted) / max(len(counted), 1)
 
-        evaluated: torch.nn.Module | None = None
+        splits = self.task.final_splits if final else self.task.eval_splits
         if not diverged:
             row["worker_spread"] = worker_spread(self.model, counted=mask[context.rank], context=context)
             if self.eval_sync == "in-place":
                 self.policy.synchronize(self.model)  # the authors' evaluation: average the training models
             evaluated = self.policy.eval_model(self.model)
-            own_model = not self.policy.averages_for_evaluation
-            weight = 1.0 if (not own_model or mask[context.rank]) else 0.0
-            splits = self.task.final_splits if final else self.task.eval_splits
-            task, device = self.task, context.device
+            # each rank's own model: only the counted ranks' scores; a common one: every rank scores its shard
+            weight = 1.0 if self.policy.averages_for_evaluation or mask[context.rank] else 0.0
 
-            def score_evaluated() -> dict:
-                return evaluate(task, evaluated, splits, device, weight)
+            def scored() -> dict:
+                return evaluate(self.task, evaluated, splits, context.device, weight)
 
-            score = score_evaluated
-            for callback in self.callbacks:
-                score = (lambda cb, inner: (lambda: cb.evaluate(evaluated, inner)))(callback, score)
-            row.update(score())
+            for callback in self.callbacks:  # each callback wraps the scoring (NT-ASGD swaps its average in)
+                scored = (lambda cb, inner: (lambda: cb.evaluate(evaluated, inner)))(callback, scored)
+            row.update(scored())
 
         def score(model: torch.nn.Module) -> dict:
             """The task's metrics of ``model``, the same model on every rank (each scores its shard)."""
-            if diverged:
-                return {}
-            return evaluate(self.task, model, self.task.final_splits if final else self.task.eval_splits,
-                            context.device)
+            return {} if diverged else evaluate(self.task, model, splits, context.device)
 
         row.update(self.policy.epoch_metrics(self.model, score))
         # after evaluation and the policy's metrics, which book their communication too

@@ -175,21 +175,11 @@ class SyncPolicy:
         return float_state(model)
 
     # -- the ledger ---------------------------------------------------------------------------------------------
-    @property
-    def comm_rounds(self) -> int:
-        return self.ledger.train.rounds
-
-    @property
-    def comm_bytes(self) -> int:
-        return self.ledger.train.payload
-
-    @property
-    def eval_comm_rounds(self) -> int:
-        return self.ledger.eval.rounds
-
-    @property
-    def eval_comm_bytes(self) -> int:
-        return self.ledger.eval.payload
+    # The counters every policy has had, read from the ledger (book() and count() write it).
+    comm_rounds = property(lambda self: self.ledger.train.rounds)
+    comm_bytes = property(lambda self: self.ledger.train.payload)
+    eval_comm_rounds = property(lambda self: self.ledger.eval.rounds)
+    eval_comm_bytes = property(lambda self: self.ledger.eval.payload)
 
     @contextmanager
     def booking(self, account: str):
@@ -246,11 +236,14 @@ def float_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
     return [b for b in model.buffers() if b.is_floating_point()]
 
 
-def make(name: str, context: RunContext | None = None, **options) -> SyncPolicy:
+def make(name: str, context: RunContext | None = None, faults=None, **options) -> SyncPolicy:
     """Build policy ``name`` (a builder that takes ``context`` gets ``context``; torch's default group's when
-    None)."""
+    None). ``faults``: the run's faulty workers (``repro.byzantine.FaultModel``), given to a builder that takes
+    ``faults`` (a policy whose exchange they act in); None: no faulty worker."""
     builder = SYNC_POLICIES.get(name)
     check_kwargs("sync policy", name, builder, options)
+    if faults is not None:
+        options = {**options, "faults": faults}  # the byzantine kind's check refused a policy that does not take it
     return call_with_context(builder, context, **options)
 
 
