@@ -130,9 +130,12 @@ class FederatedLoop:
         self.rows = 0  # rows written (the initial model's included)
         self.wall = 0.0  # training seconds before this process started (resumed runs)
 
-    def row(self, status: str = "") -> dict:
+    def row(self, status: str = "", at: Fraction | None = None) -> dict:
+        """Log the server model at emulated time ``at`` (default: the clock's, i.e. the last aggregation's)."""
         model = self.driver.server_model()
         values = {"epoch": self.rows, **self.driver.metrics(), "train_loss": self.driver.federated_loss()}
+        if at is not None:
+            values["emulated_time"] = float(at)
         model.eval()
         with torch.no_grad():
             for split in _test_splits(self.task):
@@ -178,7 +181,8 @@ class FederatedLoop:
                     break
             self.wall += time.perf_counter() - started
             final = k == len(self.clients.checkpoints()) and not stopped
-            last = self.row("finished" if final else ("interrupted" if stopped else ""))
+            last = self.row("finished" if final else ("interrupted" if stopped else ""),
+                            at=None if stopped else until)
             if stopped:
                 # Stopped inside interval k: the resumed run finishes it and writes its row again (the checkpoint
                 # counts the rows before this one, so resuming drops this one from metrics.csv).
