@@ -78,20 +78,25 @@ def _stop(signum, frame):
     raise KeyboardInterrupt  # SIGTERM/SIGHUP: unwind through the clean-up like Ctrl-C
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cluster_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
+    """The flags every benchmark on the two-node cluster takes (run_job reads them)."""
     parser.add_argument("--task", default="lstm-ptb")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--data-dir")
     parser.add_argument("--machines", type=int, default=2, help="workers per node (2 nodes)")
-    parser.add_argument("--steps", type=int, default=96, help="iterations per worker, both configurations")
+    parser.add_argument("--steps", type=int, default=steps, help="iterations per worker, both configurations")
     parser.add_argument("--rate", default="100mbit", help="link rate, tc syntax (a bare number: Mbit/s)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per job")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cluster_arguments(parser, steps=96)
     parser.add_argument("--interval", type=int, default=16, help="CELGC's averaging interval I")
     parser.add_argument("--with-flat", action="store_true",
                         help="also every-step with the flat all-reduce after backward (--sync-opt bucketed=false)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="alternating repeats of every configuration; the table shows medians (and each repeat)")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per job")
     parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "multinode.csv")
     args = parser.parse_args()
     rate = f"{args.rate}mbit" if args.rate.replace(".", "", 1).isdigit() else args.rate

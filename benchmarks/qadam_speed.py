@@ -26,16 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="lstm-ptb")
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--machines", type=int, default=2, help="workers per node (2 nodes)")
-    parser.add_argument("--steps", type=int, default=64, help="iterations per worker, both configurations")
-    parser.add_argument("--rate", default="100mbit", help="link rate, tc syntax (a bare number: Mbit/s)")
+    multinode.cluster_arguments(parser, steps=64)
     parser.add_argument("--bits-up", type=int, default=1)
     parser.add_argument("--bits-down", type=int, default=8)
     parser.add_argument("--lr", default="0.001")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per job")
     parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "qadam_speed.csv")
     args = parser.parse_args()
     args.interval = 0  # multinode.run_job reads the parsed arguments it knows
