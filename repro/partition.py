@@ -18,25 +18,27 @@ import torch
 from repro.errors import UsageError
 from repro.registry import Registry, check_kwargs
 
-PARTITIONS: Registry[Callable[..., list[list[int]]]] = Registry("partition")
+# A builder's keyword arguments are the partition's options (the component table reads them); it checks them and
+# returns the cut: (labels, n, generator) -> one index list per worker.
+Cut = Callable[[torch.Tensor, int, torch.Generator], list[list[int]]]
+PARTITIONS: Registry[Callable[..., Cut]] = Registry("partition")
 
 
 def split(name: str, labels: Sequence[int] | torch.Tensor, n: int, seed: int, **opts) -> list[list[int]]:
     """One index list per worker (sorted), from the samples' ``labels``."""
-    builder = PARTITIONS.get(name)
-    check_kwargs("partition", name, builder, opts)
+    cut = validate(name, **opts)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UsageError(f"a partition needs n >= 1 workers, got {n!r}")
     labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1).cpu()
     generator = torch.Generator().manual_seed(int(seed))
-    return [sorted(part) for part in builder(labels, n, generator, **opts)]
+    return [sorted(part) for part in cut(labels, n, generator)]
 
 
-def validate(name: str, **opts) -> None:
-    """The option checks ``split`` makes, on a tiny stand-in label set (before any worker starts)."""
+def validate(name: str, **opts) -> Cut:
+    """The name and option checks ``split`` makes (before any worker starts); returns the cut."""
     builder = PARTITIONS.get(name)
     check_kwargs("partition", name, builder, opts)
-    _check_options(name, opts)
+    return builder(**opts)
 
 
 def _check_options(name: str, opts: dict) -> None:
@@ -51,7 +53,11 @@ def _check_options(name: str, opts: dict) -> None:
 
 
 @PARTITIONS.register("iid")
-def iid(labels: torch.Tensor, n: int, generator: torch.Generator) -> list[list[int]]:
+def iid() -> Cut:
+    return _iid
+
+
+def _iid(labels: torch.Tensor, n: int, generator: torch.Generator) -> list[list[int]]:
     per_worker = len(labels) // n
     if per_worker == 0:
         raise UsageError(f"partition iid: {len(labels)} samples cannot give each of {n} workers one")
@@ -60,9 +66,13 @@ def iid(labels: torch.Tensor, n: int, generator: torch.Generator) -> list[list[i
 
 
 @PARTITIONS.register("dirichlet")
-def dirichlet(labels: torch.Tensor, n: int, generator: torch.Generator, alpha: float = 1.0, min_size: int = 10,
-              attempts: int = 1000) -> list[list[int]]:
+def dirichlet(alpha: float = 1.0, min_size: int = 10, attempts: int = 1000) -> Cut:
     _check_options("dirichlet", {"alpha": alpha, "min_size": min_size, "attempts": attempts})
+    return lambda labels, n, generator: _dirichlet(labels, n, generator, float(alpha), min_size, attempts)
+
+
+def _dirichlet(labels: torch.Tensor, n: int, generator: torch.Generator, alpha: float, min_size: int,
+               attempts: int) -> list[list[int]]:
     if min_size * n > len(labels):
         raise UsageError(f"partition dirichlet: {len(labels)} samples cannot give {n} workers min_size={min_size} each")
     by_class = [torch.nonzero(labels == c).flatten() for c in labels.unique().tolist()]
@@ -115,8 +125,12 @@ def _gamma(a: float, generator: torch.Generator) -> float:
 
 
 @PARTITIONS.register("classes")
-def classes(labels: torch.Tensor, n: int, generator: torch.Generator, k: int = 2) -> list[list[int]]:
+def classes(k: int = 2) -> Cut:
     _check_options("classes", {"k": k})
+    return lambda labels, n, generator: _classes(labels, n, generator, k)
+
+
+def _classes(labels: torch.Tensor, n: int, generator: torch.Generator, k: int) -> list[list[int]]:
     names = labels.unique().tolist()
     if k > len(names):
         raise UsageError(f"partition classes: k={k} is more than the {len(names)} classes")

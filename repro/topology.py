@@ -94,7 +94,7 @@ def torus_shape(n: int, rows: int | None = None, cols: int | None = None) -> tup
         fitting = [r for r in range(2, math.isqrt(n) + 1) if n % r == 0]
         if not fitting:
             raise UsageError(f"a torus needs a number of workers that factors into rows x cols >= 2 x 2, got {n}"
-                             " (use --topology ring or exponential)")
+                             " (use --sync-opt topology=ring or exponential)")
         rows = fitting[-1]
         return rows, n // rows
     if rows is None:

@@ -69,5 +69,6 @@ def test_a_nan_sending_faulty_rank_does_not_mark_the_run_diverged(tmp_path):
     assert all(math.isfinite(row["consensus_distance"]) for row in rows)
     assert [r["finite"] for r in results] == [True, True, True, False]  # the faulty rank's own model is NaN
     # plain averaging with the same faulty rank: the honest models are poisoned and the run diverges
-    poisoned = _spawn(helpers.trainer_with_faults, 4, tmp_path, "nan", 1, "mean", 0, 1)
+    (tmp_path / "mean").mkdir()  # a fresh file store
+    poisoned = _spawn(helpers.trainer_with_faults, 4, tmp_path / "mean", "nan", 1, "mean", 0, 1)
     assert poisoned[0]["rows"][-1]["status"] == "diverged"

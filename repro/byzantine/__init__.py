@@ -10,6 +10,7 @@ the faulty rows are frozen or dropped; a real crash would end a torch.distribute
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,46 +21,56 @@ from repro.errors import UsageError
 from repro.registry import Registry, check_kwargs
 
 
+Forge = Callable[[torch.Tensor, int], torch.Tensor]  # (honest (h, d), f) -> the f faulty vectors (f, d)
+
+
 @dataclass(frozen=True)
 class Behaviour:
-    """``forge(honest, f, **opts) -> (f, d)`` for vector attacks; None for ``acts_on`` = "labels" / "exchange"."""
-    forge: Callable[..., torch.Tensor] | None
-    acts_on: str = "vectors"  # "vectors": forged from the honest ones; "labels": the task's; "exchange": the policy's
-    options: Callable | None = None  # the behaviour's options and defaults, for the ones without a forge
+    """A behaviour with its options: ``forge`` for vector attacks; None where ``acts_on`` is "labels" (the task's
+    training labels), "exchange" (the policy's rows: crash) or "nothing" (no faults)."""
+    name: str
+    acts_on: str
+    forge: Forge | None
+    options: dict
 
 
-BEHAVIOURS: Registry[Behaviour] = Registry("byzantine behaviour", package=__name__)
+# name -> builder(**options) -> Behaviour: a builder's keyword arguments are the behaviour's options (the component
+# table reads them); it checks their values.
+BEHAVIOURS: Registry[Callable[..., Behaviour]] = Registry("byzantine behaviour", package=__name__)
 
 
-def register(name: str, acts_on: str = "vectors", options: Callable | None = None):
-    def add(forge):
-        BEHAVIOURS.register(name, Behaviour(forge if acts_on == "vectors" else None, acts_on, options or forge))
-        return forge
+def register(name: str, acts_on: str = "vectors"):
+    """Register ``builder(**options)``, which checks the options and returns the forge (vector attacks) or None."""
+    def add(builder):
+        @functools.wraps(builder)  # the signature (the options) is the builder's
+        def make(**options) -> Behaviour:
+            return Behaviour(name, acts_on, builder(**options), options)
+
+        BEHAVIOURS.register(name, make)
+        return builder
     return add
+
+
+def validate(name: str, **opts) -> Behaviour:
+    """The behaviour ``name`` with ``opts``, checked (unknown names, options and values are one-line errors)."""
+    make = BEHAVIOURS.get(name)
+    check_kwargs("byzantine behaviour", name, make, opts)
+    return make(**opts)
 
 
 def attack(name: str, honest_vectors: torch.Tensor, f: int, **opts) -> torch.Tensor:
     """The ``f`` faulty vectors (f, d) that behaviour ``name`` sends, given the honest (h, d) vectors."""
-    behaviour = BEHAVIOURS.get(name)
+    behaviour = validate(name, **opts)
     if behaviour.forge is None:
         raise UsageError(f"byzantine {name} acts on the {behaviour.acts_on}, not on exchanged vectors: "
                          "it has no attack vector to compute")
-    check_kwargs("byzantine behaviour", name, behaviour.forge, opts)
     if honest_vectors.dim() != 2 or honest_vectors.shape[0] < 1:
         raise UsageError(f"attack wants an (h, d) tensor of h >= 1 honest vectors, got shape {tuple(honest_vectors.shape)}")
     if not isinstance(f, int) or f < 0:
         raise UsageError(f"the number of faulty vectors must be an integer >= 0, got {f!r}")
     if f == 0:
         return honest_vectors.new_empty(0, honest_vectors.shape[1])
-    return behaviour.forge(honest_vectors, f, **opts)
-
-
-def validate(name: str, **opts) -> Behaviour:
-    behaviour = BEHAVIOURS.get(name)
-    check_kwargs("byzantine behaviour", name, behaviour.options, opts)
-    if behaviour.forge is None:
-        behaviour.options(**opts)  # the behaviour's own value checks
-    return behaviour
+    return behaviour.forge(honest_vectors, f)
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ class FaultModel:
 
     @property
     def behaviour(self) -> Behaviour:
-        return BEHAVIOURS.get(self.name)
+        return validate(self.name, **self.options)
 
     def forge(self, honest: torch.Tensor, step: int, seed: int, aggregator: str, declared_f: int) -> torch.Tensor:
         """The faulty rows of this step, the same on every rank: ``search="auto"`` line-searches against the
@@ -89,18 +100,20 @@ class FaultModel:
 def fault_model(section: dict | None, world: int) -> FaultModel | None:
     """The fault model of a run's ``byzantine`` section ({"name", "options", "count"}), or None for no faults."""
     if not section or section.get("name", "none") == "none":
-        count = int((section or {}).get("count", 0) or 0)
+        count = (section or {}).get("count", 0)
         if count:
             raise UsageError(f"byzantine count={count} needs a behaviour (--byzantine NAME): "
                              f"{', '.join(n for n in BEHAVIOURS.names() if n != 'none')}")
         return None
-    count = int(section.get("count", 0))
-    if not 0 <= count <= world:
-        raise UsageError(f"byzantine count={count}: the run has {world} workers")
+    count = section.get("count", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise UsageError(f"byzantine count must be an integer >= 0, got {count!r}")
+    if count > world:
+        raise UsageError(f"byzantine count={count}: more faulty ranks than the run's {world} workers")
     if count == world:
         raise UsageError(f"byzantine count={count}: every one of the {world} workers would be faulty")
     options = dict(section.get("options") or {})
-    validate(section["name"], **options)
+    validate(section["name"], **options)  # its values too
     return FaultModel(section["name"], options, tuple(range(world - count, world)))
 
 
@@ -156,6 +169,8 @@ def searched_factor(honest: torch.Tensor, direction: torch.Tensor, f: int, aggre
     honest mean (averaged over the honest workers' own views for rules that depend on who aggregates)."""
     from repro import robust
 
+    if aggregator == "auto":
+        raise UsageError('search="auto" line-searches against a sync policy\'s aggregator: name one to call attack()')
     declared = f if declared_f is None else declared_f
     mean = honest.mean(dim=0)
     rule = robust.AGGREGATORS.get(aggregator)
@@ -170,9 +185,14 @@ def searched_factor(honest: torch.Tensor, direction: torch.Tensor, f: int, aggre
     return line_maximize(displacement, evals=evals)
 
 
-def check_evals(evals: int) -> None:
-    if not isinstance(evals, int) or evals < 1:
+def check_search(search: str | None, evals: int) -> None:
+    """A line search's aggregator (a known one, or "auto": the sync policy's) and evaluation budget."""
+    if not isinstance(evals, int) or isinstance(evals, bool) or evals < 1:
         raise UsageError(f"evals (line-search evaluations) must be an integer >= 1, got {evals!r}")
+    if search is not None and search != "auto":
+        from repro import robust
+
+        robust.AGGREGATORS.get(search)  # unknown: a one-line error naming the known ones
 
 
 def normal_quantile(p: float) -> float:

@@ -1,10 +1,8 @@
 """Label flip: a faulty worker follows the protocol but trains on flipped labels (label -> classes - 1 - label, as
-the authors' ``labelflipping``). Needs a task that has labels to flip (``flip_labels``); refused otherwise."""
+the authors' ``labelflipping``). Needs a task that has labels to flip; refused otherwise."""
 from repro.byzantine import register
 
 
-def options():
-    pass
-
-
-register("label-flip", acts_on="labels", options=options)(None)
+@register("label-flip", acts_on="labels")
+def label_flip():
+    return None

@@ -5,7 +5,12 @@ from repro.byzantine import register, repeated
 
 
 @register("mimic")
-def mimic(honest, f, target: int = 0):
-    if not 0 <= target < honest.shape[0]:
-        raise UsageError(f"mimic target must be an honest worker in [0, {honest.shape[0]}), got {target}")
-    return repeated(honest[target], f)
+def mimic(target: int = 0):
+    if not isinstance(target, int) or target < 0:
+        raise UsageError(f"mimic target must be an honest worker's index >= 0, got {target!r}")
+
+    def forge(honest, f):
+        if target >= honest.shape[0]:
+            raise UsageError(f"mimic target must be an honest worker in [0, {honest.shape[0]}), got {target}")
+        return repeated(honest[target], f)
+    return forge

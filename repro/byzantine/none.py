@@ -2,8 +2,6 @@
 from repro.byzantine import register
 
 
-def options():
-    pass
-
-
-register("none", acts_on="nothing", options=options)(None)
+@register("none", acts_on="nothing")
+def none():
+    return None
