@@ -166,3 +166,11 @@ def test_p3_claims_are_judged_from_run_folders_both_ways(tmp_path):
         assert all(label in verdicts["P3-match"].measured for label in chosen.values())
         assert verdicts["P3-stepsize"].outcome == outcome
     assert verdicts["P1-track-lm"].outcome == claims.NOT_RUN  # no runs of that experiment
+
+
+@pytest.mark.slow  # resolves the SGDOL setting through the command line
+def test_pilot_values_read_the_pilot_seeds_of_the_sgdol_cell_in_seed_order(tmp_path):
+    from test_experiments import _fake_runs
+
+    _fake_runs(tmp_path, QUICK.name, {p3.SGDOL: [0.82, 0.80, 0.81, 0.99]}, seeds=[*reversed(p3.PILOT_SEEDS), 1])
+    assert p3.pilot_values(QUICK.folder(tmp_path, "quick")) == pytest.approx((0.81, 0.80, 0.82))  # seed 1 left out

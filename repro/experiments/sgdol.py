@@ -9,6 +9,7 @@ claims are judged. A grid whose chosen cell sits at an edge cannot show the base
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Sequence
 
 from repro import claims
@@ -190,6 +191,17 @@ PAPER = ("convnet-mnist", "--preset", "paper")
 PAPER_MARGIN = 0.002  # 0.2 points: a fifth of MNIST's ~1 % test error (a 1-point margin would allow doubling it)
 PAPER_ASSUMED_STD = 0.001  # 0.1 points, assumed (not measured: no GPU here) for the final-model accuracy
 PAPER_SEEDS = seeds_for_margin(PAPER_ASSUMED_STD, PAPER_MARGIN)
+
+
+def pilot_values(folder: str | Path) -> tuple[float, ...]:
+    """The pilot's judged values (what QUICK_PILOT holds): the SGDOL quick cell's complete runs on PILOT_SEEDS
+    under ``folder`` (e.g. results/sgdol-fashion-mnist/pilot), in seed order."""
+    from repro.results import load_runs
+
+    value = judged_accuracy(QUICK_LAST)
+    runs = [r for r in load_runs(Path(folder)) if r.complete and r.seed in PILOT_SEEDS
+            and r.config["optimizer"]["name"] == "sgdol"]
+    return tuple(value(r) for r in sorted(runs, key=lambda r: r.seed))
 
 
 def _pilot_text() -> str:
