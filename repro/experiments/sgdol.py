@@ -147,7 +147,8 @@ def _claims(spec: Scale, value, margin: float, judged: str) -> tuple[Claim, Clai
               f"SGDOL and the chosen cells are judged on fresh seeds only: for each baseline, the Welch 95% CI of "
               f"mean test accuracy (SGDOL - baseline) above -{margin * 100:g} points -> reproduced, entirely below "
               f"-> not reproduced; all three reproduced -> reproduced, any not reproduced -> not reproduced; >= 3 "
-              f"judging seeds each and no verdict before the planned seeds are complete; a chosen cell at an edge of its grid turns reproduced into inconclusive",
+              f"judging seeds each and no verdict before the planned seeds are complete; a chosen cell at an edge of "
+              f"its grid turns reproduced into inconclusive",
               judge_match, rule_commit=RULE_COMMIT),
         Claim("P3-stepsize", "P3",
               "SGDOL's learned stepsize stays in [0, 2/M] and adapts (moves away from its start 1/M)",
