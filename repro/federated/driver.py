@@ -4,8 +4,9 @@ The trainer's step (``repro.step.TrainStep``) runs each client's K local steps; 
 Time is emulated: the strategy's clock (repro/federated/strategies) decides which clients' updates each aggregation
 takes and which server version each started from. A client's update depends only on that version, its data and its
 seed (every local work reseeds torch from (run seed, client, version) and starts a fresh local optimizer, as the
-authors' ``local_work`` builds a new one), so any process can compute it: aggregation n's contributors are dealt
-round-robin over the processes, each process sums Σ d_i Δ_i over its own, one all-reduce adds the processes' sums,
+authors' ``local_work`` builds a new one), so any process can compute it: local works are dealt round-robin over the
+processes as soon as enough are in flight (see ``aggregate_next``), each process sums Σ d_i Δ_i over its own
+contributors of an aggregation, one all-reduce adds the processes' sums,
 and every process applies θ ← θ + η_g Σ d_i Δ_i to its copy of the server model. The server model is therefore the
 same on every process (checked by the tests), and the result does not depend on N but for summation order.
 
@@ -109,6 +110,8 @@ class FederatedDriver:
                               lambda: next(self._batches), device=self.context.device)
         self.server = [t.detach().clone() for t in float_state(self.model)]  # θ, the same on every process
         self.versions: dict[int, list[torch.Tensor]] = {0: self.server}  # the versions some client works from
+        self.owner: dict[tuple[int, int], int] = {}  # (client, version) of a dealt work -> the process computing it
+        self.ready: dict[tuple[int, int], list[torch.Tensor]] = {}  # this process's d_i Δ_i awaiting aggregation
         self.totals = Totals(participation=[0] * strategy.clients)
 
     # -- one local work -------------------------------------------------------------------------------------------
@@ -129,15 +132,39 @@ class FederatedDriver:
         return [t.detach() - s for t, s in zip(float_state(self.model), start)]
 
     # -- one aggregation ----------------------------------------------------------------------------------------
-    def mine(self, event: Aggregation) -> list[int]:
-        """The contributors this process computes: every N-th of them, from this rank on."""
-        return list(event.clients[self.context.rank::self.context.world])
+    def _deal(self, works: list[tuple[int, int]]) -> None:
+        """Compute ``works`` ((client, version) pairs, the same list on every process) dealt round-robin over the
+        processes: each keeps d_i Δ_i of its own until the aggregation that takes it."""
+        for k, work in enumerate(works):
+            self.owner[work] = k % self.context.world
+            if self.owner[work] == self.context.rank:
+                client, version = work
+                update = self.local_update(client, version)
+                self.ready[work] = [self.strategy.weight(client) * t for t in update]
+
+    def _in_flight(self) -> list[tuple[int, int]]:
+        """Every client's current local work (client, the version it started from), not yet dealt, by version."""
+        works = [(i, v) for i, v in enumerate(self.strategy.sent_versions) if (i, v) not in self.owner]
+        return sorted(works, key=lambda w: (w[1], w[0]))
 
     def aggregate_next(self) -> Aggregation:
+        """The next aggregation. Its contributors' works not dealt yet are dealt now; so are the other clients'
+        works in flight whenever there are at least N of them (whole multiples of N), so the processes compute at
+        once what FedAsync would otherwise compute one client at a time. Owners depend only on the clock's state
+        (checkpointed with the kept updates), so a resumed run sums exactly as an uninterrupted one."""
+        _, clients = self.strategy.peek()
+        taken = [(i, self.strategy.sent_versions[i]) for i in clients]
+        needed = [w for w in taken if w not in self.owner]
+        ahead = [w for w in self._in_flight() if w not in needed]
+        ahead = ahead[:len(ahead) - len(ahead) % self.context.world]
+        self._deal(needed + ahead)
         event = self.strategy.select()
-        updates = {i: self.local_update(i, v) for i, v in zip(event.clients, event.versions) if i in self.mine(event)}
-        weighted = (self.strategy.weighted_sum(updates) if updates
-                    else [torch.zeros_like(t) for t in self.server])
+        mine = [self.ready.pop(w) for w in taken if self.owner[w] == self.context.rank]
+        for w in taken:
+            del self.owner[w]
+        weighted = [torch.zeros_like(t) for t in self.server]
+        for contribution in mine:  # ascending client order: the same sum on every run
+            weighted = [a + b for a, b in zip(weighted, contribution)]
         if self.context.distributed and event.clients:
             flat = torch.cat([t.reshape(-1) for t in weighted])
             dist.all_reduce(flat, group=self.context.world_group)  # one reduction per aggregation
@@ -154,10 +181,10 @@ class FederatedDriver:
         return event
 
     def _keep_versions(self) -> None:
-        """Keep the server versions some client still works from (the one just made included)."""
+        """Keep the server versions a work not yet dealt starts from (the one just made included)."""
         current = self.strategy.aggregations
         self.versions[current] = self.server
-        live = set(self.strategy.sent_versions) | {current}
+        live = {v for i, v in enumerate(self.strategy.sent_versions) if (i, v) not in self.owner} | {current}
         self.versions = {v: t for v, t in self.versions.items() if v in live}
 
     def _count(self, event: Aggregation) -> None:
@@ -231,11 +258,15 @@ class FederatedDriver:
     def state_dict(self) -> dict:
         return {"strategy": self.strategy.state_dict(), "server": [t.clone() for t in self.server],
                 "versions": {v: [t.clone() for t in ts] for v, ts in self.versions.items()},
+                "owner": [[i, v, r] for (i, v), r in self.owner.items()],
+                "ready": [[i, v, [t.clone() for t in ts]] for (i, v), ts in self.ready.items()],
                 "totals": dict(vars(self.totals), participation=list(self.totals.participation))}
 
     def load_state_dict(self, state: dict) -> None:
         self.strategy.load_state_dict(state["strategy"])
         self.server = [t.clone() for t in state["server"]]
         self.versions = {int(v): [t.clone() for t in ts] for v, ts in state["versions"].items()}
+        self.owner = {(int(i), int(v)): int(r) for i, v, r in state["owner"]}
+        self.ready = {(int(i), int(v)): [t.clone() for t in ts] for i, v, ts in state["ready"]}
         self.totals = Totals(**{**state["totals"], "participation": list(state["totals"]["participation"])})
         self.server_model()
