@@ -5,13 +5,7 @@ worker forks from it instead of importing them again, and nothing forks a proces
 Where the launcher validates the settings and prepares the data itself (not with `run_in_server_child`, below),
 `start_early()` starts the server before, so that its imports run on another core meanwhile.
 
-The server, and so every worker forked from it, starts with glibc's malloc told (WORKER_MALLOC) to give each block
-of 4 MiB or more its own mapping, returned to the system when freed, on huge pages. By default glibc raises that
-threshold after the first large free and serves later large tensors from its heap, which keeps them when they are
-freed: a quick-LM worker then holds about 95 MB more at its peak (8 workers: 2.8 GB instead of 2.0 GB in all).
-Huge pages make mapping the blocks again at every step cheap (4 KiB pages cost the LM ~20 % of its speed; with
-them, 4 bare LM loops on 2 cores ran as fast as with glibc's default: benchmarks/results/ab-2026-12-02.log); a
-value the user sets in GLIBC_TUNABLES wins. A single worker runs in the launcher and keeps glibc's defaults."""
+Every training process, forked from here or not, fixes its malloc thresholds itself (repro/allocator.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +15,6 @@ import os
 import signal
 
 PRELOAD = ["repro.worker", "torch._dynamo", "repro._forkserver_guard"]
-WORKER_MALLOC = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.hugetlb=1"  # ignored by a glibc without them
 
 
 # The client side of multiprocessing's forkserver that a process forked from the server needs to ask it for more
@@ -32,35 +25,16 @@ _joined_server = False  # this process was forked from the server by run_in_serv
 
 
 def start_method() -> str:
-    """'forkserver', with its server running: started here, with the preload and WORKER_MALLOC, unless it is."""
+    """'forkserver', with its server running: started here, with the preload, unless it is."""
     if _joined_server:
         return "forkserver"
     multiprocessing.set_forkserver_preload(PRELOAD)
-    with _environment("GLIBC_TUNABLES", _tunables(os.environ.get("GLIBC_TUNABLES"))):
-        multiprocessing.forkserver.ensure_running()
+    multiprocessing.forkserver.ensure_running()
     return "forkserver"
 
 
 def start_early() -> None:
     start_method()
-
-
-def _tunables(users: str | None) -> str:
-    return f"{WORKER_MALLOC}:{users}" if users else WORKER_MALLOC  # glibc applies them in order: the user's last
-
-
-@contextlib.contextmanager
-def _environment(name: str, value: str):
-    """``name=value`` in the environment of processes started inside the block (the server), not of this one after."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
 
 
 def in_server_child() -> bool:
@@ -103,7 +77,7 @@ def _server_child(state: dict, environ: dict, cwd: str, target, args) -> None:
     server.ensure_running = _server_is_running  # it is: this process's parent; never start a second one
     _joined_server = True
     os.environ.clear()
-    os.environ.update(environ)  # the launcher's (the server's holds WORKER_MALLOC)
+    os.environ.update(environ)  # the launcher's
     os.chdir(cwd)
     from repro.process_exit import exit_process
     from repro.worker import die_with_parent  # preloaded: no import here

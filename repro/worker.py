@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from repro import checkpoint, optim, schedules, sync
+from repro import allocator, byzantine, checkpoint, optim, partition, schedules, sync
 from repro.callbacks import GradientUpdateStats, from_settings
 from repro.config import TrainSettings
 from repro.context import RunContext, assign_roles
@@ -196,6 +196,7 @@ def save_states(state: dict, rank: int, world: int, shards: Path | None, epoch: 
 
 def run_worker(spec: dict) -> dict:
     settings = TrainSettings(**spec["train"])  # validated when the run was resolved
+    allocator.keep_freed_memory()  # every step reuses the last one's memory instead of mapping it afresh
     apply_numerics(settings)
     rank, world, device = setup_process()
     stop = StopRequest()
@@ -207,6 +208,13 @@ def run_worker(spec: dict) -> dict:
         context = RunContext.build(rank, world, device, settings.seed, assign_roles(spec, world))
         seed_everything(context.seed)  # same seed everywhere: the same initial weights (broadcast_model checks)
         task = task_cls(task_cls.parse_options(spec["task"]["options"]), rank=rank, world_size=world, device=device)
+        faults = byzantine.fault_model(spec.get("byzantine"), world)
+        if faults and rank in faults.ranks and faults.behaviour.acts_on == "labels":
+            task.flip_labels()
+        split = spec.get("partition") or {"name": "iid"}
+        if split["name"] != "iid" and spec.get("strategy", {}).get("name", "none") == "none":  # (federated: clients')
+            task.use_shard(partition.split(split["name"], task.train_y.cpu(), world, context.seed,
+                                           **split.get("options", {}))[rank])
         task.eval_batch_limit = settings.eval_batches
         if settings.channels_last:
             task.use_channels_last()  # before the broadcast and the optimizer: the parameters keep this layout
@@ -224,7 +232,7 @@ def run_worker(spec: dict) -> dict:
         optimizer = optim.make(spec["optimizer"]["name"],
                                optim.param_groups(task.model, spec["optimizer"].get("param_groups", "all")),
                                **spec["optimizer"]["hparams"])
-        policy = sync.make(spec["sync"]["name"], context=context, **spec["sync"]["options"])
+        policy = sync.make(spec["sync"]["name"], context=context, faults=faults, **spec["sync"]["options"])
         schedule = schedules.make(spec["schedule"]["name"], settings.epochs, **spec["schedule"]["options"])
         run_dir = Path(spec["run_dir"]) if rank == 0 and spec.get("run_dir") else None
         # Every rank records the same callbacks (their state must line up in checkpoints); rank 0 saves the stats.
