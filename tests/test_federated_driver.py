@@ -107,7 +107,8 @@ def federated_worker(rank, world, store_file, out_dir):
         gathered = [torch.zeros_like(flat) for _ in range(world)]
         dist.all_gather(gathered, flat)
         out[scheme] = {"server": flat.tolist(), "same": all(torch.equal(gathered[0], g) for g in gathered),
-                       "aggregations": driver.totals.aggregations, "process_bytes": driver.totals.process_bytes}
+                       "aggregations": driver.totals.aggregations, "process_bytes": driver.totals.process_bytes,
+                       "local_steps": driver.totals.local_steps}
     if world == 2:
         # FedAvg, M = N = 2, full participation, iid shards, plain SGD, K steps == periodic averaging every K steps
         K, rounds = 4, 3
@@ -149,6 +150,7 @@ def test_six_clients_on_two_processes_equal_six_on_three(tmp_path):
         for world in (2, 3):
             assert all(r[scheme]["same"] for r in results[world])  # the server model is the same on every process
             assert results[world][0][scheme]["process_bytes"] > 0
+            assert all(r[scheme]["local_steps"] > 0 for r in results[world])  # every process computed clients
         two = torch.tensor(results[2][0][scheme]["server"])
         three = torch.tensor(results[3][0][scheme]["server"])
         assert torch.allclose(two, three, atol=1e-6)  # up to summation order
