@@ -191,7 +191,7 @@ def seeds_to_decide(comparison: Comparison) -> int | None:
         return MIN_SEEDS if gap > 0 else None
     if gap == 0:
         return None
-    n = MIN_SEEDS
+    n = max(MIN_SEEDS, na, nb)  # never fewer than either arm has already
     while n <= MAX_SEEDS:
         df = var * var / ((sa ** 4 + sb ** 4) / (n - 1)) if (sa or sb) else math.inf
         if _t975(df) * math.sqrt(var / n) < gap:
