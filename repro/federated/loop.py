@@ -189,8 +189,9 @@ class FederatedLoop:
                 self.rows -= 1
             if on_row is not None:
                 on_row(self, stopped)
-            if stopped:
-                return {**last, "status": "interrupted"}
+            if stopped:  # the launcher's message: "at step <aggregations> in epoch <the interval stopped in>"
+                return {**last, "status": "interrupted", "epochs_done": self.rows - 1,
+                        "step": self.driver.totals.aggregations}
         return {**last, "status": "finished"}
 
     def state_dict(self) -> dict:
