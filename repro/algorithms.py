@@ -44,3 +44,7 @@ register(Algorithm("naive-parallel-clip", "the CELGC paper's baseline: clipping 
                    {"optimizer": "clipped-sgd", "sync": "every-step"}))
 register(Algorithm("local-sgd", "SGD with periodic model averaging", {"optimizer": "sgd", "sync": "periodic"}))
 register(Algorithm("minibatch-sgd", "SGD with every-step gradient averaging", {"optimizer": "sgd", "sync": "every-step"}))
+register(Algorithm("dpsgd", "decentralized parallel SGD: gossip with ring neighbours (D-PSGD, Lian et al., NeurIPS 2017)",
+                   {"optimizer": "sgd", "sync": {"name": "gossip", "topology": "ring", "order": "lian"}}))
+register(Algorithm("monna", "MoNNA: EMA momentum, half step, nearest-neighbour averaging of the exchanged models "
+                   "(Farhadkhani et al., ICML 2023)", {"optimizer": "monna", "sync": {"name": "robust", "aggregator": "nna"}}))

@@ -86,9 +86,34 @@ def _check_optimizer(name: str, options: dict, fields: dict, config) -> None:
 
 
 def _check_sync(name: str, options: dict, fields: dict, config) -> None:
-    from repro import sync
+    from repro import byzantine, sync
+    from repro.context import RunContext
 
-    sync.make(name, **options)
+    # the run's world (one node's machines: the workers check again with the real world) and its faulty ranks
+    world = config.train.machines
+    faults = byzantine.fault_model(config.byzantine.to_dict() if "byzantine" in config.components else None, world)
+    sync.make(name, context=RunContext.plan(world, config.train.seed), faults=faults, **options)
+
+
+def _check_byzantine(name: str, options: dict, fields: dict, config) -> None:
+    from repro import byzantine
+    from repro.task import TASKS
+
+    # the count and the policy taking faults are checked with the sync section (_check_sync, which runs first)
+    faults = byzantine.fault_model({"name": name, "options": options, **fields}, config.train.machines)
+    if faults is None:
+        return
+    if faults.behaviour.acts_on == "labels" and not getattr(TASKS.get(config.task.name), "flips_labels", False):
+        raise UsageError(f"byzantine {name}: task {config.task.name} has no labels to flip")
+
+
+def _check_partition(name: str, options: dict, fields: dict, config) -> None:
+    from repro import partition
+    from repro.task import TASKS
+
+    partition.validate(name, **options)
+    if name != "iid" and not hasattr(TASKS.get(config.task.name), "use_shard"):
+        raise UsageError(f"partition {name}: task {config.task.name} cannot train on a share of its data (iid only)")
 
 
 def _check_schedule(name: str, options: dict, fields: dict, config) -> None:
@@ -106,6 +131,11 @@ KINDS: tuple[Kind, ...] = (
          check=_check_sync),
     Kind("schedule", "repro.schedules:SCHEDULES", "constant", "The step-size schedule over epochs",
          flag_aliases=("--scheduler",), opt_aliases=("--sched-opt",), hashed_at_default=True, check=_check_schedule),
+    Kind("byzantine", "repro.byzantine:BEHAVIOURS", "none", "Faulty workers' behaviour (the last `count` ranks, "
+         "--byzantine-opt count=K; acts in --sync robust's exchange)", fields=(("count", 0),),
+         label_options=(("count", "x"),), check=_check_byzantine),
+    Kind("partition", "repro.partition:PARTITIONS", "iid", "How the training set is split over workers",
+         label_options=(("alpha", "a"),), check=_check_partition),
 )
 KIND_NAMES = tuple(k.name for k in KINDS)
 

@@ -215,8 +215,9 @@ class RunConfig:
         for k in components.KINDS:
             section = self.components[k.name]
             if k.label_options is not None and (k.hashed_at_default or section.name != k.default):
-                parts.append(section.name + "".join(f"-{prefix}{section.options[key]}" for key, prefix
-                                                    in k.label_options if key in section.options))
+                values = {**section.fields, **section.options}  # a field (byzantine count) labels too
+                parts.append(section.name + "".join(f"-{prefix}{values[key]}" for key, prefix
+                                                    in k.label_options if key in values))
         parts += [f"N{world_size}", self.task.preset or self.task.recipe or "custom"]
         return "_".join(parts)
 

@@ -57,7 +57,8 @@ class Registry(Generic[T]):
 
 
 # Arguments a builder receives from the framework rather than from settings.
-FRAMEWORK_ARGS = ("params", "epochs", "context")  # context: repro.context.RunContext
+FRAMEWORK_ARGS = ("params", "epochs", "context", "faults")  # context: repro.context.RunContext; faults:
+# repro.byzantine.FaultModel (the byzantine kind's, given to a sync policy whose exchange the faults act in)
 
 
 def builder_defaults(fn: Callable) -> dict:

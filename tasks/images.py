@@ -289,9 +289,34 @@ class ImageClassificationTask(Task):
         """Training-batch augmentation (uint8 NCHW on the device); none by default."""
         return images
 
+    flips_labels = True  # the byzantine label-flip fault can train this task on flipped labels
+    shard: torch.Tensor | None = None  # a partition's share of the training set (use_shard); None: iid per epoch
+
+    def flip_labels(self) -> None:
+        """Train on flipped labels from now on (label -> classes - 1 - label): a label-flipping faulty worker."""
+        classes = int(self.train_y.max()) + 1
+        self.train_y = classes - 1 - self.train_y
+
+    def use_shard(self, indices) -> None:
+        """Train on these samples only (this worker's share of a partition, repro.partition). Each epoch the share
+        is reshuffled and cycled through, so every worker still takes the epoch's common number of steps."""
+        self.shard = torch.as_tensor(indices, dtype=torch.int64)
+        if len(self.shard) == 0:
+            raise UsageError(f"worker {self.rank}'s share of the partition is empty")
+
+    def _shard_batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.data_seed + epoch + 7919 * (self.rank + 1))
+        size = self.opts.batch_size
+        need = batches_per_epoch(len(self.train_y), size, self.world, self.drop_last) * size
+        rounds = -(-need // len(self.shard))
+        order = torch.cat([self.shard[torch.randperm(len(self.shard), generator=generator)] for _ in range(rounds)])
+        for i in range(0, need, size):
+            yield order[i:i + size]
+
     def train_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         indices = shard_batches(len(self.train_y), self.opts.batch_size, self.rank, self.world,
-                                self.data_seed + epoch, self.drop_last)
+                                self.data_seed + epoch, self.drop_last) if self.shard is None \
+            else self._shard_batches(epoch)
         for idx in itertools.islice(indices, skip, None):
             idx = idx.to(self.device)
             yield Batch((self.normalize(self.augment(self.train_x[idx])), self.train_y[idx]), samples=len(idx))

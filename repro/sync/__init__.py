@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 
 from repro.context import FAULTY_ROLE, RunContext, call_with_context
+from repro.errors import UsageError
 from repro.registry import Registry, check_kwargs
 
 SYNC_POLICIES: Registry[Callable[..., "SyncPolicy"]] = Registry("sync policy", package=__name__)
@@ -243,7 +244,12 @@ def make(name: str, context: RunContext | None = None, faults=None, **options) -
     builder = SYNC_POLICIES.get(name)
     check_kwargs("sync policy", name, builder, options)
     if faults is not None:
-        options = {**options, "faults": faults}  # the byzantine kind's check refused a policy that does not take it
+        import inspect
+
+        if "faults" not in inspect.signature(builder).parameters:
+            raise UsageError(f"faulty workers act in the exchange of a robust sync policy; --sync {name} has none "
+                             "(use --sync robust; --sync-opt aggregator=mean shows plain averaging under faults)")
+        options = {**options, "faults": faults}
     return call_with_context(builder, context, **options)
 
 
