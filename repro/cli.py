@@ -186,14 +186,14 @@ def _with_component_flags(command):
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     generated = []
-    for k in components.KINDS:
+    for k in components.KINDS:  # names only: a registry is imported when first needed (most import torch)
         attr = k.name.replace("-", "_")
         generated += [
             inspect.Parameter(attr, keyword, annotation=Optional[str], default=typer.Option(
                 None, k.flag, *k.flag_aliases, show_default=False, help=f"{k.help} (names: `repro list`).")),
             inspect.Parameter(f"{attr}_opt", keyword, annotation=list[str], default=typer.Option(
-                [], k.opt_flag, *k.opt_aliases, help=f"An option of the {k.label}, KEY=VALUE (repeatable; each "
-                                                    f"{k.label}'s options: `repro list`).")),
+                [], k.opt_flag, *k.opt_aliases, help=f"An option of the {k.name}, KEY=VALUE (repeatable; its "
+                                                    "options: `repro list`).")),
         ]
     signature = inspect.signature(command)
     params = []
@@ -704,8 +704,10 @@ def sweep(ctx: typer.Context, task: str = typer.Argument(..., help="Task or reci
           shard: Optional[str] = typer.Option(None, help="Run only slice i of n of the grid (i/n, 0 <= i < n); default from SLURM_ARRAY_TASK_ID/COUNT in an array job."),
           dry_run: bool = typer.Option(False, "--dry-run", help="List this shard's cells without starting them.")):
     """Run the cartesian product of comma-separated flag values, e.g.
-    `repro sweep lstm-ptb --interval 2,4,8,16 --lr 10,30 --jobs 4`. Any `repro run` flag may take a list; cells whose
-    completed results already exist are skipped; a failed or diverged cell does not stop the others."""
+    `repro sweep lstm-ptb --interval 2,4,8,16 --lr 10,30 --jobs 4`. Any `repro run` flag may take a list, the
+    KEY=VALUE ones per key (`--optimizer-opt weight_decay=0,1e-4`, `--sync-opt`, `--set`, `--train-opt`, every
+    --KIND-opt; KEY=[a,b] is one list value); cells whose completed results already exist are skipped; a failed or
+    diverged cell does not stop the others."""
     from repro.sweep import run_sweep
 
     if not task or task.startswith("-"):

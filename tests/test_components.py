@@ -239,3 +239,14 @@ def test_run_request_takes_each_kind_by_its_own_keywords():
     with pytest.raises(TypeError, match="colour"):
         RunRequest(task="t", colour=1)
     assert dataclasses.is_dataclass(a)
+
+
+def test_the_flags_are_made_without_importing_a_registry():
+    """The launcher of several workers never imports torch (tests/test_forkserver.py): the table names its registries
+    by module path, and the flags are generated from the names alone."""
+    import subprocess
+    import sys
+
+    probe = "import sys, repro.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
