@@ -229,7 +229,7 @@ class FederatedDriver:
         model = self.server_model()
         model.eval()
         carried = self.task.state_dict()
-        total = torch.zeros(1, dtype=torch.float64)
+        total = torch.zeros(1, dtype=torch.float64, device=self.context.device)  # NCCL reduces device tensors
         for i in range(self.context.rank, len(self.clients), self.context.world):
             loss_sum, count = 0.0, 0
             for start in range(0, len(self.clients[i]), chunk):

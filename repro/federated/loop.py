@@ -139,10 +139,10 @@ class FederatedLoop:
         model.eval()
         with torch.no_grad():
             for split in _test_splits(self.task):
-                sums = self.task.eval_sums(split).to(torch.float64)
+                sums = self.task.eval_sums(split).to(device=self.context.device, dtype=torch.float64)
                 if self.context.distributed:
                     dist.all_reduce(sums, group=self.context.world_group)
-                values.update(self.task.eval_metrics(split, sums))
+                values.update(self.task.eval_metrics(split, sums.cpu()))
         model.train()
         values = {k: v for k, v in values.items() if k in self._columns}
         values["wall_seconds"] = self.wall
@@ -161,7 +161,7 @@ class FederatedLoop:
         return columns(self.task)
 
     def _agree(self, stop) -> bool:
-        flag = torch.tensor([1.0 if (stop is not None and stop()) else 0.0])
+        flag = torch.tensor([1.0 if (stop is not None and stop()) else 0.0], device=self.context.device)
         if self.context.distributed:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.context.world_group)
         return bool(flag.item())

@@ -88,7 +88,7 @@ def pack(x: torch.Tensor, name: str, **opts) -> Packed:
     if name == "uniform":
         bits = check_bits(opts.get("bits", 8))
         top = 2**bits - 1
-        scale = work.abs().max().to(torch.float32).reshape(1) if work.numel() else torch.zeros(1)
+        scale = work.abs().max().to(torch.float32).reshape(1) if work.numel() else torch.zeros(1, device=work.device)
         s = scale.double().to(work.device)
         position = (work + s) / (2 * s) * top if float(s) > 0 else torch.zeros_like(work)
         codes = _round(position, stochastic, generator).clamp_(0, top).to(torch.int64)

@@ -61,7 +61,9 @@ class QuantizedParameterServer(SyncPolicy):
             self.down_name, self.down_options = "uniform", {"bits": bits_down}
         self.error_feedback = error_feedback
         self.stochastic = stochastic
-        self.generator = torch.Generator().manual_seed(self.context.seed * 7919 + 17 * self.context.rank + 1)
+        # stochastic rounding's draws, on the device the gradients live on (a CUDA generator on a GPU)
+        self.generator = torch.Generator(device=self.context.device).manual_seed(
+            self.context.seed * 7919 + 17 * self.context.rank + 1)
         self._params: list[torch.Tensor] = []
         self._feedback: list[ErrorFeedback] = []
         self.full: list[torch.Tensor] | None = None  # the server's full-precision weights (rank 0 only)
@@ -131,9 +133,10 @@ class QuantizedParameterServer(SyncPolicy):
             self.full = [p.detach().clone() for p in self._params]
             messages = self._quantized_weights(self.full)
             buffer = _serialize(messages)
-            length = torch.tensor([buffer.numel()], dtype=torch.int64)
+            length = torch.tensor([buffer.numel()], dtype=torch.int64, device=buffer.device)
         else:
-            messages, buffer, length = None, None, torch.zeros(1, dtype=torch.int64)
+            messages, buffer = None, None
+            length = torch.zeros(1, dtype=torch.int64, device=self.context.device)
         framing = 0
         if self.context.distributed:
             if self.down_name == "grid":  # the grid's message size depends on the weights: send it first
@@ -141,7 +144,7 @@ class QuantizedParameterServer(SyncPolicy):
                 framing = length.numel() * length.element_size()
             if buffer is None:
                 size = int(length) if self.down_name == "grid" else self._down_bytes()
-                buffer = torch.empty(size, dtype=torch.uint8)
+                buffer = torch.empty(size, dtype=torch.uint8, device=self.context.device)
             dist.broadcast(buffer, SERVER_RANK, group=self.context.world_group)
         if messages is None:
             messages = _deserialize(buffer, self._down_layout())
