@@ -231,7 +231,7 @@ def run_worker(spec: dict) -> dict:
             return {**last, "signal": stop.signal} if last.get("status") == "interrupted" else last
         optimizer = optim.make(spec["optimizer"]["name"],
                                optim.param_groups(task.model, spec["optimizer"].get("param_groups", "all")),
-                               **spec["optimizer"]["hparams"])
+                               context=context, **spec["optimizer"]["hparams"])
         policy = sync.make(spec["sync"]["name"], context=context, faults=faults, **spec["sync"]["options"])
         schedule = schedules.make(spec["schedule"]["name"], settings.epochs, **spec["schedule"]["options"])
         run_dir = Path(spec["run_dir"]) if rank == 0 and spec.get("run_dir") else None

@@ -19,10 +19,13 @@ OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer
 _NON_NEGATIVE = ("lr", "momentum", "weight_decay", "clip", "smoothness", "alpha", "eps")
 
 
-def make(name: str, params: Iterable, **hparams) -> torch.optim.Optimizer:
-    """Build optimizer ``name`` over ``params``; unknown names or hyperparameters raise UsageError."""
+def make(name: str, params: Iterable, context=None, **hparams) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` over ``params``; unknown names or hyperparameters raise UsageError. A builder that
+    takes ``context`` gets the run's ``RunContext`` (repro/context.py)."""
+    from repro.context import call_with_context
+
     builder = _checked_builder(name, hparams)
-    return builder(params, **hparams)
+    return call_with_context(builder, context, params, **hparams)
 
 
 def validate(name: str, **hparams) -> None:
