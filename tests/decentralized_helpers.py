@@ -22,6 +22,23 @@ def _gathered(flat: torch.Tensor, world: int) -> torch.Tensor:
     return table
 
 
+def train_steps(model, opt, policy, rank: int, steps: int) -> None:
+    """``steps`` regression steps on this rank's own random data, with the policy's hooks around each."""
+    gen = torch.Generator().manual_seed(100 + rank)  # each worker its own data
+    for _ in range(steps):
+        x, y = torch.randn(8, 3, generator=gen), torch.randn(8, 2, generator=gen)
+        policy.before_step(model)
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        policy.after_step(model)
+
+
 def _context(rank: int, world: int, roles=None):
     from repro.context import RunContext
 
@@ -64,8 +81,11 @@ def gossip_mixes_with_w(rank, world, store_file, out_dir, cases, steps):
             after = _gathered(flatten(model).double(), world)
             errors.append(float((after - expected).abs().max()))
             mean_moves.append(float((after.mean(dim=0) - before.mean(dim=0)).abs().max()))
+        consensus = policy.epoch_metrics(model, None)["consensus_distance"]
+        expected_consensus = float(((after - after.mean(dim=0)) ** 2).sum(dim=1).mean().sqrt())
         out[f"{topology}-{order}"] = {
             "errors": errors, "mean_moves": mean_moves, "numel": flatten(model).numel(),
+            "consensus": [consensus, expected_consensus],
             "degree": [len(topologies.peers(topology, world, rank, s)) for s in range(steps)],
             "ledger": policy.ledger.state_dict()}
     _dump(out_dir, rank, out)
@@ -84,19 +104,7 @@ def complete_atc_against_averaging(rank, world, store_file, out_dir, steps):
         policy = sync.make(name, context=_context(rank, world), **options)
         model = policy.wrap(model)
         opt = optim.make("sgd", model.parameters(), lr=0.1, momentum=0.9)
-        gen = torch.Generator().manual_seed(100 + rank)  # each worker its own data
-        for _ in range(steps):
-            x, y = torch.randn(8, 3, generator=gen), torch.randn(8, 2, generator=gen)
-            policy.before_step(model)
-
-            def closure():
-                opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(model(x), y)
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-            policy.after_step(model)
+        train_steps(model, opt, policy, rank, steps)
         finals[name] = flatten(model).tolist()
     _dump(out_dir, rank, finals)
     leave_process_group(finished=True)
@@ -127,19 +135,7 @@ def robust_exchange(rank, world, store_file, out_dir, behaviour, options, count,
         return rows
 
     policy.exchanged_rows = recording
-    gen = torch.Generator().manual_seed(100 + rank)
-    for _ in range(steps):
-        x, y = torch.randn(8, 3, generator=gen), torch.randn(8, 2, generator=gen)
-        policy.before_step(model)
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        policy.after_step(model)
+    train_steps(model, opt, policy, rank, steps)
     _dump(out_dir, rank, {"forged": forged_rows, "model": flatten(model).tolist(), "numel": flatten(model).numel(),
                           "ledger": policy.ledger.state_dict(), "mask": policy.mask()})
     leave_process_group(finished=True)

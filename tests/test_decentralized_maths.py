@@ -262,3 +262,38 @@ def test_monna_momentum_is_an_ema_from_zero_unlike_torch_dampening():
     with pytest.raises(UsageError, match="beta must be in"):
         optim.make("monna", [p], beta=1.0)
     assert math.isclose(optim.OPTIMIZERS.get("monna").__defaults__[1], 0.99)
+
+
+# The image tasks' side of the byzantine and partition kinds --------------------------------------------------------
+def _tiny_image_task(rank=0, world=2):
+    from types import SimpleNamespace
+
+    from repro.tasks.images import ImageClassificationTask
+
+    task = ImageClassificationTask(SimpleNamespace(batch_size=4), rank, world, torch.device("cpu"))
+    task.train_x = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 2, 2).contiguous()  # = index
+    task.train_y = torch.arange(40) % 10
+    task.data_seed = 0
+    task.set_normalization((0.0,), (1.0,))
+    return task
+
+
+def test_an_image_task_trains_on_its_partition_share_with_the_common_steps_per_epoch():
+    task = _tiny_image_task()
+    common = len(list(task.train_batches(0)))  # the iid shards: 40 / 2 workers / batch 4 = 5 batches
+    task.use_shard([3, 13, 23])  # a small share: cycled through
+
+    def samples(epoch):
+        return [(batch.data[0][:, 0, 0, 0] * 255).round().long().tolist() for batch in task.train_batches(epoch)]
+
+    first = samples(0)
+    assert len(first) == common == 5 and all(len(b) == 4 for b in first)
+    flat = [i for b in first for i in b]
+    assert set(flat) == {3, 13, 23} and all(flat.count(i) >= 6 for i in (3, 13, 23))  # each round uses all three
+    assert samples(1) != first and samples(0) == first  # reshuffled every epoch, reproducibly
+
+
+def test_a_label_flipping_worker_trains_on_classes_minus_one_minus_label():
+    task = _tiny_image_task()
+    task.flip_labels()
+    assert task.train_y[:10].tolist() == list(range(9, -1, -1))

@@ -24,12 +24,15 @@ def test_with_lr_zero_gossip_is_w_times_x_keeps_the_average_and_books_degree_tim
         for r in (result[f"{topology}-{order}"] for result in results):
             assert max(r["errors"]) < 1e-6, (topology, order)  # float32 models, the expectation in float64
             assert max(r["mean_moves"]) < 1e-6
+            consensus, expected = r["consensus"]
+            assert consensus == pytest.approx(expected, rel=1e-6, abs=1e-9)
             model_bytes = r["numel"] * 4
             ledger = r["ledger"]
             assert ledger["comm_rounds"] == steps
             assert ledger["comm_bytes"] == steps * model_bytes
             assert ledger["bytes_sent"] == ledger["bytes_received"] == sum(r["degree"]) * model_bytes
     assert results[0]["ring-lian"]["degree"] == [2, 2, 2]
+    assert results[0]["ring-lian"]["consensus"][0] > 0.01  # three ring steps do not reach consensus
     assert results[0]["one-peer-exponential-lian"]["degree"] == [1, 1, 1]
 
 

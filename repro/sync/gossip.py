@@ -123,7 +123,7 @@ def consensus_distance(model: torch.nn.Module, mask: list[bool], context: RunCon
     counted = sum(bool(m) for m in mask)
     mine = bool(mask[context.rank])
     flat = flatten(model).double()
-    total = flat if mine else torch.zeros_like(flat)
+    total = flat.clone() if mine else torch.zeros_like(flat)  # all_reduce works in place
     dist.all_reduce(total, group=context.world_group)
     mean = total / counted
     square = ((flat - mean) ** 2).sum().reshape(1) if mine else torch.zeros(1, dtype=torch.float64, device=flat.device)
