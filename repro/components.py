@@ -116,6 +116,12 @@ def _check_partition(name: str, options: dict, fields: dict, config) -> None:
         raise UsageError(f"partition {name}: task {config.task.name} cannot train on a share of its data (iid only)")
 
 
+def _check_strategy(name: str, options: dict, fields: dict, config) -> None:
+    from repro.federated.loop import check_section
+
+    check_section(name, options, fields, config)
+
+
 def _check_schedule(name: str, options: dict, fields: dict, config) -> None:
     from repro import schedules
 
@@ -136,6 +142,10 @@ KINDS: tuple[Kind, ...] = (
          label_options=(("count", "x"),), check=_check_byzantine),
     Kind("partition", "repro.partition:PARTITIONS", "iid", "How the training set is split over workers",
          label_options=(("alpha", "a"),), check=_check_partition),
+    Kind("strategy", "repro.federated.strategies:STRATEGIES", "none", "Federated clients on an emulated clock "
+         "(docs/federated.md; the partition splits the data over the clients); none = no clients",
+         fields=(("clients", 10), ("spread", 0.0), ("local_steps", 10), ("horizon", 100.0), ("eval_every", 10.0)),
+         label_options=(("c", "c"), ("dt", "dt")), check=_check_strategy),
 )
 KIND_NAMES = tuple(k.name for k in KINDS)
 
