@@ -7,10 +7,12 @@ the step (x <- x + sum_j W_ij x_j(t) - x_i(t), which with plain SGD is the formu
 the optimizer's move to the mixed model). ``order`` "atc" (adapt then combine): the local step, then the exchange and
 the mix of the stepped models (blocking). With the complete topology, atc is every-step averaging of models.
 
-The exchange is point-to-point (``isend`` / ``irecv`` per neighbour, not ``batch_isend_irecv``, whose gloo path
-serialises and has deadlocked with mixed directions) on the policy's own process group ("gossip"), so it never
-interleaves with the trainer's collectives on the default group. Bytes: each step a rank sends its model to each
-of its ``degree`` neighbours and receives theirs: ``degree x model bytes`` each way (payload: the model once).
+The exchange is point-to-point on the policy's own process group ("gossip"), so it never interleaves with the
+trainer's collectives on the default group. On gloo: an ``isend`` / ``irecv`` per neighbour (gloo's sends do not
+wait for the receives, so no grouping is needed, and ``batch_isend_irecv`` is avoided there as issue 27 asks); on
+NCCL: one ``batch_isend_irecv`` (a NCCL send waits for its receive, so two peers that both send first would wait for
+each other; not tested here, there are not two GPUs). Bytes: each step a rank sends its model to each of its
+``degree`` neighbours and receives theirs: ``degree x model bytes`` each way (payload: the model once).
 Evaluation scores the average of the counted ranks' models (a copy); the epoch's ``consensus_distance`` is
 sqrt(mean_i |x_i - x_mean|^2) over the counted ranks (bookkeeping: not booked as communication).
 """
@@ -82,10 +84,17 @@ class Gossip(SyncPolicy):
         rank = self.context.rank
         neighbours = [(j, float(row[j])) for j in range(self.context.world) if j != rank and row[j] != 0]
         received = {j: torch.empty_like(flat) for j, _ in neighbours}
-        works = []
-        for j, _ in neighbours:
-            works.append(dist.isend(flat, dst=j, group=self._group))
-            works.append(dist.irecv(received[j], src=j, group=self._group))
+        if dist.get_backend(self._group) == "nccl":
+            # NCCL runs each send as a kernel that waits for its receive: two peers that both send first would
+            # wait for each other, so the exchange is posted as one group (gloo's sends do not wait)
+            ops = [op for j, _ in neighbours for op in (dist.P2POp(dist.isend, flat, j, self._group),
+                                                         dist.P2POp(dist.irecv, received[j], j, self._group))]
+            works = dist.batch_isend_irecv(ops) if ops else []
+        else:
+            works = []
+            for j, _ in neighbours:
+                works.append(dist.isend(flat, dst=j, group=self._group))
+                works.append(dist.irecv(received[j], src=j, group=self._group))
         size = flat.numel() * flat.element_size()
         self.book(size, len(neighbours) * size, len(neighbours) * size)
         return works, received, neighbours, float(row[rank])
