@@ -103,6 +103,9 @@ def _check_byzantine(name: str, options: dict, fields: dict, config) -> None:
     faults = byzantine.fault_model({"name": name, "options": options, **fields}, config.train.machines)
     if faults is None:
         return
+    if "strategy" in config.components and config.strategy.name != "none":
+        raise UsageError(f"faulty workers act in the robust sync policy's exchange, not among federated clients "
+                         f"(--strategy {config.strategy.name})")
     if faults.behaviour.acts_on == "labels" and not getattr(TASKS.get(config.task.name), "flips_labels", False):
         raise UsageError(f"byzantine {name}: task {config.task.name} has no labels to flip")
 

@@ -25,6 +25,8 @@ MNIST = ["run", "convnet-mnist", "--data-dir", "/nonexistent/mnist"]  # the sett
     (MNIST + ["--machines", "4", "--sync", "robust", "--sync-opt", "aggregator=bulyan"], "unknown aggregator 'bulyan'"),
     (MNIST + ["--machines", "4", "--sync", "robust", "--byzantine", "empire"], "unknown byzantine behaviour 'empire'"),
     (MNIST + ["--machines", "4", "--algo", "dpsgd", "--sync-opt", "order=later"], "gossip order must be one of lian, atc"),
+    (["run", "logreg-mnist", "--data-dir", "/nonexistent/mnist", "--machines", "2", "--sync", "robust", "--byzantine",
+      "sign-flip", "--byzantine-opt", "count=1"], "not among federated clients (--strategy fedavg)"),
 ])
 def test_bad_decentralized_input_is_one_line_exit_2_nothing_written(tmp_path, args, message):
     out = tmp_path / "out"
