@@ -76,6 +76,20 @@ def planned_seeds(std: float) -> dict[str, int]:
 SEEDS = planned_seeds(PILOT["std"])
 
 
+def pilot_text(claim: str) -> str:
+    """The pilot and the seeds computation, for the quick scales' `why`."""
+    if PILOT["std"] != PILOT["std"]:
+        return " Seeds: 3 until the pilot (AdamW lambda = 1e-3, seeds 900-902) gives the seed std."
+    values = " / ".join(f"{v * 100:.2f}" for v in PILOT["values"])
+    rule = {"nobn": f"the planned gap of {NOBN_PLANNED_GAP * 100:g} points at 80 % power",
+            "bn": f"an interval inside ±{TOLERANCE * 100:g} point when the truth is 0, at 80 % power",
+            "scale-free": f"AdamW's intervals inside ±{TOLERANCE * 100:g} point when the truth is 0 (80 % power; "
+                          f"Adam-l2's planned change of {SCALED_PLANNED_CHANGE * 100:g} points needs fewer)"}[claim]
+    return (f" Pilot (AdamW lambda = 1e-3 in this setting, seeds 900-902, results/adamw-pilot): final test accuracy "
+            f"{values} %, seed std {PILOT['std'] * 100:.2f} points. Judging seeds per arm = the smallest n with "
+            f"(t_0.975(2n - 2) + z) std sqrt(2 / n) within the distance to decide {rule}: n = {SEEDS[claim]}.")
+
+
 # -- the judged value and the choice ---------------------------------------------------------------------------------
 
 def judged_accuracy(run) -> float:
@@ -169,7 +183,7 @@ NOBN_WHY = (
     "the judging seeds 1.. (count from the pilot, SEEDS). Chosen before any run of this experiment.")
 
 _NOBN_QUICK = Scale(_grid("resnet20", False, {o: QUICK_LR[False] for o in NAMES}, QUICK_LAMBDAS, QUICK_BASE),
-                    seeds=SEEDS["nobn"], minutes_per_run=QUICK_MINUTES, why=NOBN_WHY,
+                    seeds=SEEDS["nobn"], minutes_per_run=QUICK_MINUTES, why=NOBN_WHY + pilot_text("nobn"),
                     selection_seeds=SELECTION_SEEDS, choose=choose)
 _NOBN_PAPER_LR = {o: lr for o, (lr, _) in ADAMW_BEST[("resnet110", False, 1)].items()}
 _NOBN_PAPER = Scale(_grid("resnet110", False, _NOBN_PAPER_LR, ADAMW_GRID["weight_decay"], ("--preset", "paper")),
@@ -204,8 +218,8 @@ BN_WHY = (
     "per decade. Each grid runs on seed 0, its best cell on the judging seeds (count from the pilot). Chosen before "
     "any run of this experiment.")
 _BN_QUICK = Scale(_grid("resnet20", True, {o: QUICK_LR[True] for o in NAMES}, (0.0, *QUICK_LAMBDAS), QUICK_BASE),
-                  seeds=SEEDS["bn"], minutes_per_run=QUICK_MINUTES, why=BN_WHY, selection_seeds=SELECTION_SEEDS,
-                  choose=choose)
+                  seeds=SEEDS["bn"], minutes_per_run=QUICK_MINUTES, why=BN_WHY + pilot_text("bn"),
+                  selection_seeds=SELECTION_SEEDS, choose=choose)
 _BN_PAPER = Scale(_grid("resnet110", True, {o: 5e-3 for o in NAMES}, ADAMW_GRID["weight_decay"],
                         ("--preset", "paper-bn")),
                   seeds=3, minutes_per_run=600.0, selection_seeds=SELECTION_SEEDS, choose=choose,
@@ -390,7 +404,8 @@ SCALE_FREE_WHY = (
     "setting (0..), count from the pilot. Chosen before any run of this experiment.")
 SCALE_FREE_SCALES = {
     "quick": Scale(_scale_settings(QUICK_SCALE_CELLS, ("resnet20-cifar10", *QUICK_BASE, "--set", "bn=false")),
-                   seeds=SEEDS["scale-free"], minutes_per_run=QUICK_MINUTES, why=SCALE_FREE_WHY),
+                   seeds=SEEDS["scale-free"], minutes_per_run=QUICK_MINUTES,
+                   why=SCALE_FREE_WHY + pilot_text("scale-free")),
     "paper": Scale(_scale_settings(PAPER_SCALE_CELLS, ("resnet110-cifar10", "--preset", "paper", "--set", "bn=false")),
                    seeds=3, minutes_per_run=600.0,
                    why="The paper's ResNet-110 without BN at x1, x10, x100, 300 epochs: Adam-l2 at the authors' x10 "
