@@ -523,12 +523,12 @@ def _resume_run(run_dir: Path, epochs: Optional[int], quiet: bool, report: Optio
     import time
 
     from repro import checkpoint, runlog, runspec
-    from repro.config import CONFIG_VERSION
+    from repro.config import CONFIG_VERSION, RESUMABLE_SINCE
 
     if not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a run folder (no config.json)")
     data = json.loads((run_dir / "config.json").read_text())
-    if data.get("version", 1) != CONFIG_VERSION:
+    if not RESUMABLE_SINCE <= data.get("version", 1) <= CONFIG_VERSION:
         raise UsageError(f"{run_dir} was written by another version of repro (config version {data.get('version', 1)}, "
                          f"this one writes {CONFIG_VERSION}): resume it with that version")
     if runlog.is_alive(run_dir):

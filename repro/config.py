@@ -1,15 +1,20 @@
 """The typed run configuration: what `config.json` holds and what every worker receives.
 
-Shape (version 2), one section per component, each value resolved and written out, builder defaults included:
+Shape (version 3), one section per kind of the component table (repro/components.py), each value resolved and
+written out, builder defaults included:
 
     task      {name, preset, recipe, options}     options: the task's Options dataclass
     optimizer {name, hparams, param_groups}       hparams: every keyword the optimizer's builder takes
     sync      {name, options}                     options: every keyword the sync policy's builder takes
     schedule  {name, options}
+    <kind>    {name, options, <the kind's fields>} for every later kind of the table
     train     TrainSettings (below)
 
-Version 1 (before this module) had the same sections with only the values a preset or flag gave; `from_dict`
-upgrades it by filling in the defaults, so old run folders load for `repro plot` and `--from`.
+Version 1 (before this module) had the first sections with only the values a preset or flag gave; `from_dict`
+upgrades it by filling in the defaults, so old run folders load for `repro plot` and `--from`. Version 2 had the
+first three kinds only: a kind a config has no section for (written before the kind existed) reads as that kind's
+default component, so version 2 reads (and resumes) as it is. A repro older than version 3 refuses version 3 configs
+instead of silently dropping the sections it does not know.
 
 The run identity hashes only values that differ from their defaults (and leaves out where data lives and what
 the setting is called), so adding a field with a default never changes the identity of runs made before it.
@@ -25,7 +30,8 @@ from dataclasses import dataclass, field
 from repro import components
 from repro.errors import UsageError
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
+RESUMABLE_SINCE = 2  # configs `repro resume` continues: version 2 is version 3 with the first three kinds only
 IDENTITY_VERSION = 2
 # Task options that locate data but do not change results.
 LOCATION_OPTIONS = ("data_dir",)
@@ -172,8 +178,8 @@ class RunConfig:
             train=TrainSettings(**train),
         )
         missing = [k.name for k in components.KINDS if k.name not in data]
-        if version < CONFIG_VERSION or missing:
-            config.fill_defaults(None if version < CONFIG_VERSION else missing)
+        if version < 2 or missing:
+            config.fill_defaults(None if version < 2 else missing)
         return config
 
     def fill_defaults(self, kinds: list[str] | None = None) -> None:

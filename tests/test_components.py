@@ -199,8 +199,9 @@ def test_a_new_kind_is_a_registry_and_one_entry(topology_kind):
     import inspect
 
     assert {"topology", "topology_opt"} <= set(inspect.signature(command).parameters)
-    assert command(task="x", optimizer=None, optimizer_opt=[], sync=None, sync_opt=[], schedule=None, schedule_opt=[],
-                   topology="ring", topology_opt=["degree=3"])["topology"] == ("ring", ["degree=3"])
+    given = {name: value for k in components.KINDS for name, value in ((k.name, None), (f"{k.name}_opt", []))}
+    given.update(topology="ring", topology_opt=["degree=3"])
+    assert command(task="x", **given)["topology"] == ("ring", ["degree=3"])
 
 
 def test_identity_without_the_new_kind_is_the_one_computed_before_it(topology_kind, monkeypatch):
@@ -250,3 +251,20 @@ def test_the_flags_are_made_without_importing_a_registry():
     probe = "import sys, repro.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_version_2_configs_upgrade_and_newer_ones_are_refused():
+    """Version 3: the table's sections; a version-2 config (the first three kinds) reads as it is, every later kind at
+    its default, with the identity it had; a config from a newer repro is refused rather than half read."""
+    from repro.config import CONFIG_VERSION, RESUMABLE_SINCE
+
+    now = resolve(RunRequest(task="lstm-text", algo="celgc", hparams={"lr": 3.0}))
+    first_three = ("task", "optimizer", "sync", "schedule", "train")
+    v2 = {**{k: v for k, v in now.to_dict().items() if k in first_three}, "version": 2}
+    upgraded = RunConfig.from_dict(json.loads(json.dumps(v2)))
+    assert upgraded.to_dict() == now.to_dict() and upgraded.to_dict()["version"] == CONFIG_VERSION == 3
+    assert upgraded.identity(4) == now.identity(4) and upgraded.label(4) == now.label(4)
+    assert set(upgraded.components) == {k.name for k in components.KINDS}
+    assert RESUMABLE_SINCE == 2  # `repro resume` continues version-2 runs
+    with pytest.raises(UsageError, match=f"config version {CONFIG_VERSION + 1} is newer than this repro"):
+        RunConfig.from_dict({**v2, "version": CONFIG_VERSION + 1})

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from repro import recipes
-from repro.config import RunConfig
+from repro.config import CONFIG_VERSION, RunConfig
 from repro.errors import UsageError
 from repro.results import upgraded
 from repro.runspec import RunRequest, resolve
@@ -141,11 +141,11 @@ def test_a_version_1_config_loads_upgrades_and_keeps_its_identity_meaning():
                     "average_after_nonmono": 0}, "identity": "0123456789", "world_size": 4}
     config = RunConfig.from_dict(v1)
     assert config.optimizer.hparams == {"lr": 20.0, "clip": 5.0, "momentum": 0.0, "weight_decay": 0.0}
-    assert config.train.loss_multiplier == 1.0 and config.version == 2
+    assert config.train.loss_multiplier == 1.0 and config.version == CONFIG_VERSION
     now = resolve(RunRequest(task="lstm-text", preset="quick"))
     assert config.identity(4) == now.identity(4)  # the same experiment under both versions
     assert upgraded(v1)["identity"] == "0123456789" and upgraded(v1)["train"]["eval_sync"] == "copy"
-    assert json.loads(json.dumps(config.to_dict()))["version"] == 2
+    assert json.loads(json.dumps(config.to_dict()))["version"] == CONFIG_VERSION
 
 
 def test_replaying_a_recorded_run_with_flags_overriding(tmp_path):
