@@ -52,7 +52,7 @@ QUICK_MINUTES = 8.0
 # Pilot: AdamW lambda = 1e-3, lr 1e-3, no BN, the quick setting, seeds 900-902 (used by no experiment), run before any
 # confirmatory run; results/adamw-pilot/quick. Its judged values (final test accuracy) set the seed std below.
 PILOT_SEEDS = (900, 901, 902)
-PILOT = {"values": (), "std": math.nan}  # filled in from the pilot before the confirmatory runs
+PILOT = {"values": (0.4120, 0.3869, 0.4086), "std": 0.0136}  # final test accuracy of seeds 900-902; sample std
 Z80, Z90 = 0.8416, 1.2816  # one-sided normal quantiles: 80 % power (one boundary), 80 % for two boundaries
 
 
