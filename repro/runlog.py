@@ -245,12 +245,11 @@ class MetricsCSV:
 
     def _header(self, columns: list[str]) -> list[str]:
         """The declared columns, or the existing file's header widened to hold them (rewritten in place)."""
-        try:
-            with open(self.path, newline="") as f:
-                reader = csv.DictReader(f)
-                old, rows = list(reader.fieldnames or []), list(reader)
-        except FileNotFoundError:
+        if not self.path.is_file() or self.path.stat().st_size == 0:  # new, or a device (/dev/full reads forever)
             return columns
+        with open(self.path, newline="") as f:
+            reader = csv.DictReader(f)
+            old, rows = list(reader.fieldnames or []), list(reader)
         if not old or not set(columns) - set(old):
             return old or columns
         merged = [c for c in old if c != "status"] + [c for c in columns if c not in old and c != "status"]
