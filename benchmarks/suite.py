@@ -423,7 +423,7 @@ class Suite:
 
     def memory(self) -> None:
         a = self.args
-        for task in MEMORY_TASKS:
+        for task in a.memory_tasks:
             extra = ["--set", "train_subset=0"] if "cifar" in task else []
             base = None
             sets = [f for flag, value in zip(extra[::2], extra[1::2]) for f in (flag, value)]
@@ -666,6 +666,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a few steps of everything, fewer workers: a smoke check")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--tasks", default=",".join(OVERHEAD_TASKS), help="the overhead section's tasks")
+    p.add_argument("--memory-tasks", default=",".join(MEMORY_TASKS), help="the memory section's tasks")
     p.add_argument("--data-root", type=Path, default=shared,
                    help="folder with ptb/ and cifar10-jpeg.tar.gz (default $REPRO_SHARED_DATA or ../shared/data)")
     p.add_argument("--data-dir", type=Path, help="the PTB folder (default DATA_ROOT/ptb)")
@@ -691,6 +692,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown section(s) {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    args.memory_tasks = [t.strip() for t in args.memory_tasks.split(",") if t.strip()]
     if args.data_dir is None:
         args.data_dir = args.data_root / "ptb"
     if args.steps < 1 or args.repeats < 1:
