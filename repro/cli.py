@@ -747,7 +747,8 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
               data_root: Optional[Path] = typer.Option(None, help="A folder with ptb/, wikitext-2/, mnist/ and cifar10-jpeg.tar.gz (like ../shared/data): sets REPRO_PTB_DIR, REPRO_WT2_DIR, REPRO_MNIST_DIR, REPRO_CIFAR10_DIR where unset."),
               shard: Optional[str] = typer.Option(None, help="Run only slice i of n of the missing runs (i/n); default from a Slurm array job."),
               dry_run: bool = typer.Option(False, "--dry-run", help="List the missing runs, each with its command and estimated time (GPU-hours at paper scale); run nothing."),
-              rehearse: bool = typer.Option(False, "--rehearse", help="Start every setting once for two steps and a few evaluation batches (--max-steps 2) in a temporary folder, to find a broken recipe before the real runs; keeps nothing.")):
+              rehearse: bool = typer.Option(False, "--rehearse", help="Start every setting once for two steps and a few evaluation batches (--max-steps 2) in a temporary folder, to find a broken recipe before the real runs; keeps nothing. Settings that differ only in a grid's values (lr, weight decay, loss multiplier) are rehearsed once."),
+              rehearse_set: list[str] = typer.Option([], "--rehearse-set", help="KEY=VALUE task option added to every rehearsal run (e.g. data_format=jpeg where only the JPEG copy of CIFAR is at hand); never to real runs.")):
     """Run the missing runs of a paper figure (seed x setting; interrupted ones resume), then draw its figures and
     rewrite RESULTS/REPORT.md. Tuned grids run their selection seeds first, then each grid's chosen cell on the
     fresh judging seeds."""
@@ -769,7 +770,7 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
     echo = lambda text: typer.echo(text, err=True)  # noqa: E731
     validate = lambda argv: _invoke_run([*argv, "--validate-only"])  # noqa: E731
     if rehearse:
-        _rehearse(exp, scale, jobs, echo, validate)
+        _rehearse(exp, scale, jobs, echo, validate, [f for kv in rehearse_set for f in ("--set", kv)])
         return
     folder = exp.folder(results, scale)
     check_writable(folder)
@@ -826,17 +827,20 @@ def _say_plan(experiment, scale, spec, cells, missing, pending, jobs, echo) -> N
     echo(line)
 
 
-def _rehearse(exp, scale: str, jobs: int, echo, validate) -> None:
-    """Every setting of ``scale`` once, two steps, into a temporary folder that is removed afterwards."""
+def _rehearse(exp, scale: str, jobs: int, echo, validate, extra: list[str]) -> None:
+    """Every setting shape of ``scale`` once, two steps, into a temporary folder that is removed afterwards."""
     import tempfile
 
+    from repro.experiments import rehearsal_settings
     from repro.sweep import run_cells
 
     spec = exp.scales[scale]
     seed = spec.selection_seeds[0] if spec.grids() else spec.judging_seeds()[0]
+    settings = rehearsal_settings(spec.settings)
     with tempfile.TemporaryDirectory(prefix="repro-rehearsal-") as out:
-        argvs = [[*s.argv, *REHEARSAL, "--seed", str(seed), "--out", out, "--quiet"] for s in spec.settings]
-        echo(f"{exp.name} ({scale}): rehearsing {len(argvs)} settings (two steps each)")
+        argvs = [[*s.argv, *extra, *REHEARSAL, "--seed", str(seed), "--out", out, "--quiet"] for s in settings]
+        echo(f"{exp.name} ({scale}): rehearsing {len(argvs)} settings (two steps each; one per shape of "
+             f"{len(spec.settings)})")
         if spec.launcher == "emulated-cluster":  # node 0 alone would wait for node 1 forever
             from repro.emulated_cluster import run_cells as cluster_cells
 

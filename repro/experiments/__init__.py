@@ -102,6 +102,20 @@ class Experiment:
         return sum(1 for label in chosen.values() if label is None) * len(spec.judging_seeds(seeds))
 
 
+GRID_VALUE_FLAGS = ("--lr", "--weight-decay", "--loss-multiplier")  # a grid's axes: the same recipe otherwise
+
+
+def rehearsal_settings(settings) -> list[Setting]:
+    """One setting per shape: settings that differ only in the values of GRID_VALUE_FLAGS start the same code, so a
+    rehearsal (two steps on the CPU) of one stands for all of them."""
+    shapes: dict[tuple, Setting] = {}
+    for setting in settings:
+        argv = list(setting.argv)
+        shape = tuple("*" if i > 0 and argv[i - 1] in GRID_VALUE_FLAGS else a for i, a in enumerate(argv))
+        shapes.setdefault(shape, setting)
+    return list(shapes.values())
+
+
 def register(experiment: Experiment) -> Experiment:
     for scale, spec in experiment.scales.items():
         if spec.grids() and spec.choose is None:
