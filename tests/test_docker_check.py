@@ -9,17 +9,27 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 CHECK = REPO / ".ci" / "docker-check"
 # The dev extra's hadolint beside this Python (a pyenv shim on PATH needs pyenv's own PATH).
 HADOLINT = next((str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), shutil.which("hadolint"))
 
-needs_hadolint = pytest.mark.skipif(HADOLINT is None, reason="hadolint is not on PATH (the dev extra installs it)")
+
+@pytest.fixture
+def needs_hadolint():
+    if HADOLINT is None:
+        unavailable("hadolint is not on PATH (the dev extra installs it)")
 
 
-@needs_hadolint
-def test_the_dockerfile_is_hadolint_clean():
+@pytest.fixture
+def needs_root():
+    if os.geteuid() != 0:
+        unavailable("the check installs docker.io only as root")
+
+
+def test_the_dockerfile_is_hadolint_clean(needs_hadolint):
     r = subprocess.run([HADOLINT, "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -36,10 +46,8 @@ def _stub(folder: Path, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-@needs_hadolint
-@pytest.mark.skipif(os.geteuid() != 0, reason="the check installs docker.io only as root")
 @pytest.mark.parametrize("require", ["0", "1"])
-def test_a_client_without_a_daemon_gets_docker_io(tmp_path, require):
+def test_a_client_without_a_daemon_gets_docker_io(tmp_path, require, needs_hadolint, needs_root):
     """A docker client whose daemon does not answer, and no dockerd: the check asks apt-get for docker.io (here a
     stand-in that fails, so nothing is installed); that failure skips, or under CI (REPRO_REQUIRE_SERVICES=1)
     fails the check."""

@@ -2,7 +2,7 @@
 (`repro reproduce NAME --scale paper --rehearse`), so the first run on a GPU box does not find a broken recipe."""
 import pytest
 
-from conftest import SHARED_DATA, run_repro
+from conftest import SHARED_DATA, run_repro, unavailable
 from repro.experiments import EXPERIMENTS, rehearsal_settings
 
 PAPER_SCALE = [name for name in EXPERIMENTS.names() if "paper" in EXPERIMENTS.get(name).scales]
@@ -13,7 +13,7 @@ PAPER_SCALE = [name for name in EXPERIMENTS.names() if "paper" in EXPERIMENTS.ge
 @pytest.mark.parametrize("experiment", PAPER_SCALE)
 def test_every_paper_cell_starts_and_takes_two_steps(experiment):
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"no offline data copies in {SHARED_DATA}")
+        unavailable(f"no offline data copies in {SHARED_DATA}")
     spec = EXPERIMENTS.get(experiment).scales["paper"]
     # the paper recipes read CIFAR's python version, which this offline copy lacks: rehearse on its JPEG copy
     cifar = ["--rehearse-set", "data_format=jpeg"] if any("cifar" in s.argv[0] for s in spec.settings) else []
