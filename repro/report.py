@@ -119,6 +119,17 @@ def counted_runs(claim: Claim, ev: Evidence, lineage: Lineage) -> tuple[Evidence
     return Evidence(kept, ev.scale), dropped, note
 
 
+def uncounted_runs(experiment: Experiment, ev: Evidence, results: Path) -> list[tuple[Path, str]]:
+    """The complete runs in ``ev`` that a claim of ``experiment`` would not count (made before its rule commit),
+    with why: `repro reproduce` would take their cells as done (same identity) while the report drops them."""
+    lineage = Lineage(Path(results))
+    stale: dict[Path, str] = {}
+    for claim in experiment.claims:
+        for path, why in counted_runs(claim, ev, lineage)[1]:
+            stale.setdefault(path, f"{why} ({claim.id}'s rule commit {claim.rule_commit[:10]})")
+    return sorted(stale.items())
+
+
 def judge_claim(claim: Claim, ev: Evidence) -> Verdict:
     """The claim's verdict, with the seeds per arm that would decide it when it is inconclusive (from the
     comparisons its rule made) unless the rule says so itself."""

@@ -181,3 +181,21 @@ def test_report_lists_rule_commits_not_counted_runs_and_seeds_to_decide(tmp_path
     assert "Rule commit: `abcdef123456` (2026-12-02 the rule)" in md
     assert "Not counted (1 runs): `celgc-workers/quick/x/old-run` (made from 0123456789ab" in md
     assert f"Seeds per arm to decide at the observed effect: {verdict.seeds_to_decide}." in md
+
+
+def test_reproduce_sees_the_runs_a_rule_commit_would_not_count(history):
+    """`repro reproduce` takes a cell whose run is complete as done; a run made before the claims' rule commit has
+    that run's identity but no verdict counts it: uncounted_runs names it (once, for the first claim dropping it)."""
+    from types import SimpleNamespace
+
+    from repro.report import uncounted_runs
+
+    repo, commits = history
+    runs = {"a": [_run({"x": [1.0]}, commits["rule"], "at-rule"), _run({"x": [1.0]}, commits["old"], "before")]}
+    judge = lambda ev: Verdict(claims.REPRODUCED, "")  # noqa: E731
+    experiment = SimpleNamespace(claims=(Claim("C1", "P1", "s", "w", "r", judge, rule_commit=commits["rule"]),
+                                         Claim("C2", "P1", "s", "w", "r", judge, rule_commit=commits["old"])))
+    stale = uncounted_runs(experiment, Evidence(runs), repo / "results")
+    assert [(p.name, "C1" in why) for p, why in stale] == [("before", True)]
+    experiment.claims = experiment.claims[1:]
+    assert uncounted_runs(experiment, Evidence(runs), repo / "results") == []
