@@ -140,6 +140,25 @@ class MNISTConvNet(nn.Module):
         return self.fc2(F.dropout(x, p=0.5, training=self.training))
 
 
+class SimpleConvNet(nn.Module):
+    """The MoNNA authors' MNIST CNN (their ``simples-conv``, experiments/models/simples.py in
+    LPD-EPFL/robust-collaborative-learning): conv 5x5 (20) -> max-pool 2 -> conv 5x5 (50) -> max-pool 2 -> fc 500 ->
+    fc 10, ReLU after each conv and the first fc, no padding (28 -> 24 -> 12 -> 8 -> 4), no dropout. They end in
+    log_softmax with the NLL loss; here the logits meet cross-entropy, the same loss."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, kernel_size=5)
+        self.conv2 = nn.Conv2d(20, 50, kernel_size=5)
+        self.fc1 = nn.Linear(50 * 4 * 4, 500)
+        self.fc2 = nn.Linear(500, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
 @dataclass
 class MNISTOptions:
     data_dir: str | None = None
@@ -159,6 +178,7 @@ class IdxImageTask(ImageClassificationTask):
 
     Options = MNISTOptions
     dataset = "mnist"
+    network = MNISTConvNet  # the model class
     metric_columns = ("train_acc", "trainset_loss", "trainset_acc", "test_loss", "test_acc")
     eval_splits = ("train", "trainset", "test")
     final_splits = ("train", "trainset", "test")
@@ -194,7 +214,7 @@ class IdxImageTask(ImageClassificationTask):
                           "test": (test_x[shard].unsqueeze(1).to(device), test_y[shard].to(device))}
         self.set_epoch_size(len(self.train_y))
         self.set_normalization((spec.mean,), (spec.std,))
-        self.model = MNISTConvNet().to(device)
+        self.model = self.network().to(device)
         self.data_seed = shared_seed()  # after the model, as always for these tasks: the same init and data order
 
 
@@ -209,3 +229,9 @@ class FashionMNISTConvNetTask(IdxImageTask):
     description = "SGDOL authors' CNN on Fashion-MNIST (Debian dataset-fashion-mnist files)"
     dataset = "fashion-mnist"
 
+
+@TASKS.register("simple-conv-mnist")
+class SimpleConvMNISTTask(IdxImageTask):
+    description = "MoNNA authors' small CNN (simples-conv) on MNIST (robust collaborative learning)"
+    dataset = "mnist"
+    network = SimpleConvNet

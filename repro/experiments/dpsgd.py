@@ -1,0 +1,193 @@
+"""DPSGD -- decentralized parallel SGD on a ring against every-step gradient averaging (synchronous SGD):
+DPSGD-tracks (Lian et al., NeurIPS 2017) and DPSGD-large-lr (Zhang et al., arXiv 2112.01433).
+
+Design (fixed here before the runs it judges):
+
+- DPSGD-tracks: the Fashion-MNIST CNN (tasks/mnist.py) with N = 4 and N = 8 workers, plain SGD (lr 0.1, batch 25
+  per worker), `--algo dpsgd` (gossip on a ring, Lian's order) against `--algo minibatch-sgd` (every-step
+  all-reduce). Judged value: the final training loss (the whole training subset scored in eval mode with the
+  evaluated model, the honest ranks' average: ``trainset_loss``). Tolerance 0.05 nats, fixed before any run. Seeds
+  from a pilot (every-step N = 4 on seeds 900-902, never judged) by ``seeds_for_margin``.
+- DPSGD-large-lr: ResNet-20 on a CIFAR-10 subset, 8 workers, global batch 512, no warm-up, a learning-rate sweep;
+  per-seed outcomes (diverged / at chance / trains) with thresholds fixed here, counted, not averaged.
+"""
+from __future__ import annotations
+
+import math
+
+from repro import claims
+from repro.claims import Claim, Evidence, Verdict
+from repro.experiments import Experiment, Scale, Setting, register
+from repro.experiments.monna import last_mean
+from repro.experiments.sgdol import seeds_for_margin
+
+# The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
+RULE_COMMIT = ""
+
+EVERY, RING = "every-step", "DPSGD ring"
+ALGOS = {EVERY: ("--algo", "minibatch-sgd"), RING: ("--algo", "dpsgd")}  # dpsgd: gossip, topology ring, order lian
+
+# -- DPSGD-tracks ----------------------------------------------------------------------------------------------------
+
+TRACK_TOLERANCE = 0.05  # nats of final training loss (~10 % of the ~0.5 expected after 3 short epochs)
+PILOT_SEEDS = (900, 901, 902)
+# The pilot's final training losses (every-step N = 4, seeds 900-902, results/dpsgd-pilot/quick), filled in before
+# any judging run; () until then.
+PILOT: tuple[float, ...] = ()
+PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
+TRACK_SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, TRACK_TOLERANCE)
+FINAL_LOSS = last_mean("trainset_loss", 1, failed=math.inf)
+
+
+def tracks_base(workers: int) -> tuple[str, ...]:
+    # convnet-fashion-mnist's quick sgd recipe with its values overridden: 6,000 training and 2,000 test images,
+    # 3 epochs, batch 25 per worker (N = 4: the SGDOL authors' batch 100 in all), constant lr 0.1
+    return ("convnet-fashion-mnist", "--preset", "quick", "--machines", str(workers), "--set", "batch_size=25",
+            "--set", "train_subset=6000", "--set", "test_subset=2000", "--epochs", "3", "--lr", "0.1")
+
+
+def judge_tracks(planned: int):
+    def judge(ev: Evidence) -> Verdict:
+        def finals(label: str) -> list[float]:
+            found = (FINAL_LOSS(run) for run in ev.runs.get(label, []) if run.seed not in PILOT_SEEDS)
+            return [v for v in found if not math.isnan(v)]
+
+        ring, every = finals(RING), finals(EVERY)
+        consensus = ev.final(RING, "consensus_distance")
+        measured = (f"final training loss: {claims.describe(RING, ring)} vs {claims.describe(EVERY, every)}; "
+                    f"ring's final consensus distance {claims.mean_std(consensus)[0]:.3g}")
+        if min(len(ring), len(every)) < planned:
+            return Verdict(claims.INCONCLUSIVE, measured, f"not judged before the planned seeds: {RING} {len(ring)}, "
+                                                          f"{EVERY} {len(every)} of {planned}")
+        outcome, interval = claims.at_least(ring, every, TRACK_TOLERANCE, higher_is_better=False)
+        return Verdict(outcome, measured, interval)
+    return judge
+
+
+def _pilot_text() -> str:
+    if PILOT_STD is None:
+        return (f" Seeds: {TRACK_SEEDS} until the pilot (every-step N = 4, seeds 900-902) has measured the seed "
+                "std; no judging run before that.")
+    return (f" Pilot (every-step N = 4, seeds 900-902, results/dpsgd-pilot/quick): final training loss "
+            f"{' / '.join(f'{v:.4f}' for v in PILOT)}, std {PILOT_STD:.4f}; n = {TRACK_SEEDS} judging seeds per arm "
+            f"gives 80 % power for 'reproduced' at a true difference of 0 (seeds_for_margin); N = 8 uses the same.")
+
+
+def tracks_why(workers: int) -> str:
+    steps = 6000 // (25 * workers) * 3
+    return (f"Lian et al.'s comparison (their CIFAR-10 / ImageNet runs) on the Fashion-MNIST CNN at laptop scale: "
+            f"{workers} workers as {workers} processes on a 2-core machine, plain SGD lr 0.1 (constant; not tuned), "
+            f"batch 25 per worker, 6,000 training images, 3 epochs ({steps} steps), 2,000 test images; DPSGD on a "
+            f"ring (W = 1/3 on self and each neighbour, gradient at the un-mixed model) against every-step "
+            f"all-reduce. Judged: the final training loss of the evaluated model (the workers' average), "
+            f"tolerance 0.05 nats (DPSGD no worse by more), fixed before any run. ~1.5 min a run (estimate)."
+            + _pilot_text())
+
+
+def _tracks(workers: int) -> Experiment:
+    base = tracks_base(workers)
+    scale = Scale(tuple(Setting(f"{label}", (*base, *flags)) for label, flags in ALGOS.items()),
+                  seeds=TRACK_SEEDS, minutes_per_run=1.5 if workers == 4 else 2.0, why=tracks_why(workers))
+    return register(Experiment(
+        name=f"dpsgd-fashion-mnist-n{workers}",
+        paper="DPSGD",
+        summary=f"D-PSGD on a ring against every-step all-reduce with N = {workers} workers, Fashion-MNIST CNN: "
+                f"training loss per epoch and the ring's consensus distance (Lian et al.'s convergence figures)",
+        scales={"quick": scale},
+        claims=(Claim(
+            f"DPSGD-tracks-n{workers}", "DPSGD",
+            f"DPSGD on a ring reaches the every-step final training loss within 0.05 nats (N = {workers})",
+            "Lian et al. 2017, Sec. 5 (experiments): D-PSGD converges like centralized SGD per epoch",
+            "non-inferiority of the final training loss: Welch 95% CI of mean(every-step - ring) above -0.05 nats "
+            "-> reproduced, entirely below -> not reproduced; no verdict before the planned judging seeds (>= 3, "
+            "from the pilot) are complete",
+            judge_tracks(TRACK_SEEDS), rule_commit=RULE_COMMIT),),
+    ))
+
+
+_tracks(4)
+_tracks(8)
+
+# -- DPSGD-large-lr --------------------------------------------------------------------------------------------------
+
+LARGE_LRS = (0.4, 1.6, 3.2, 6.4)  # 0.4 = 0.1 x 512 / 128 (the linear-scaling rule), then x4, x8, x16
+CHANCE_BELOW = 0.20  # final test accuracy below 20 % (chance 10 %), or diverged: "stays at chance"
+TRAINS_FROM = 0.30  # final test accuracy of at least 30 % and not diverged: "trains"
+LARGE_SEEDS = 3  # the rule counts seeds (every seed must agree), it does not average: 3, not from a pilot
+
+
+def lr_label(algo: str, lr: float) -> str:
+    return f"{algo} lr={lr:g}"
+
+
+def _outcomes(ev: Evidence, label: str) -> list[str]:
+    """Each run's outcome: "chance" (diverged or final test accuracy below CHANCE_BELOW), "trains" (at least
+    TRAINS_FROM), else "between"."""
+    out = []
+    for run in ev.runs.get(label, []):
+        metrics = run.metrics
+        diverged = "status" in metrics and str(metrics["status"].iloc[-1]) == "diverged"
+        series = metrics["test_acc"].dropna() if "test_acc" in metrics else []
+        acc = float(series.iloc[-1]) if len(series) else math.nan
+        out.append("chance" if diverged or not acc >= CHANCE_BELOW else "trains" if acc >= TRAINS_FROM else "between")
+    return out
+
+
+def judge_large_lr(ev: Evidence) -> Verdict:
+    outcomes = {(algo, lr): _outcomes(ev, lr_label(algo, lr)) for algo in ALGOS for lr in LARGE_LRS}
+    measured = "; ".join(f"{algo} lr={lr:g}: {', '.join(found) or 'no run'}" for (algo, lr), found in outcomes.items())
+    consensus = [f"{lr:g}: {claims.mean_std(ev.final(lr_label(RING, lr), 'consensus_distance'))[0]:.3g}"
+                 for lr in LARGE_LRS]
+    measured += "; ring's final consensus distance by lr " + ", ".join(consensus)
+    short = [lr_label(a, lr) for (a, lr), found in outcomes.items() if len(found) < LARGE_SEEDS]
+    if short:
+        return Verdict(claims.INCONCLUSIVE, measured, f"fewer than {LARGE_SEEDS} seeds: {', '.join(short)}")
+
+    def all_are(algo: str, lr: float, what: str) -> bool:
+        return all(o == what for o in outcomes[(algo, lr)])
+
+    def threshold(algo: str) -> float:  # the smallest lr of the sweep at which every seed stays at chance
+        return next((lr for lr in LARGE_LRS if all_are(algo, lr, "chance")), math.inf)
+
+    gap = [lr for lr in LARGE_LRS if all_are(EVERY, lr, "chance") and all_are(RING, lr, "trains")]
+    ordered = threshold(RING) >= threshold(EVERY)
+    ok = bool(gap) and ordered
+    detail = (f"lrs where every-step stays at chance and the ring trains (all seeds): {gap or 'none'}; divergence "
+              f"thresholds (smallest lr with every seed at chance): ring {threshold(RING):g}, every-step "
+              f"{threshold(EVERY):g}")
+    return Verdict(claims.REPRODUCED if ok else claims.NOT_REPRODUCED, measured, detail)
+
+
+LARGE_BASE = ("resnet20-cifar10", "--preset", "quick", "--set", "data_format=jpeg", "--machines", "8",
+              "--set", "batch_size=64", "--set", "train_subset=10000", "--set", "test_subset=2000", "--epochs", "5",
+              "--momentum", "0.9", "--weight-decay", "5e-4")
+
+register(Experiment(
+    name="dpsgd-large-lr-cifar10",
+    paper="DPSGD-LR",
+    summary="DPSGD on a ring against synchronous SGD (every-step all-reduce) over a learning-rate sweep without "
+            "warm-up, ResNet-20 on a CIFAR-10 subset with 8 workers and global batch 512: final test accuracy and "
+            "the ring's consensus distance (Zhang et al.'s large-batch, large-lr comparison)",
+    scales={"quick": Scale(
+        tuple(Setting(lr_label(algo, lr), (*LARGE_BASE, *flags, "--lr", f"{lr:g}"))
+              for algo, flags in ALGOS.items() for lr in LARGE_LRS),
+        seeds=LARGE_SEEDS, minutes_per_run=8.0, why=(
+            "Zhang et al.'s claim at laptop scale: ResNet-20 (SGD, momentum 0.9, weight decay 5e-4) on a "
+            "class-balanced 10,000-image CIFAR-10 subset (JPEG copy), 8 workers x batch 64 = 512, "
+            "5 epochs, constant lr (no warm-up) in {0.4, 1.6, 3.2, 6.4}; DPSGD on a ring against every-step "
+            "all-reduce; 3 seeds. Per run: 'at chance' = diverged or final test accuracy < 20 %, 'trains' = >= 30 "
+            "%, thresholds fixed before any run. Cost: ~8 min a run with the 2-core machine to itself (estimate), "
+            "2 x 4 x 3 = 24 runs, ~3.2 hours: not run in the session that wrote it. Zhang et al.'s "
+            "breadth (18 models, batch sizes up to 8k on GPU clusters) is not attempted: one model, one batch.")),
+    },
+    claims=(Claim(
+        "DPSGD-large-lr", "DPSGD-LR",
+        "at some learning rate synchronous SGD diverges or stays at chance while DPSGD on a ring trains, and DPSGD's "
+        "divergence threshold is at least SSGD's",
+        "Zhang et al. 2021, Sec. 4-5 (experiments: SSGD diverges at large batch and lr where DPSGD converges)",
+        "per seed: diverged or final test accuracy < 20 % = at chance, >= 30 % = trains; reproduced when some lr "
+        "of the sweep has every every-step seed at chance and every ring seed training, AND the smallest lr with "
+        "every ring seed at chance is >= the smallest with every every-step seed at chance (infinity if none); "
+        "else not reproduced; 3 seeds per cell first",
+        judge_large_lr, rule_commit=RULE_COMMIT),),
+))

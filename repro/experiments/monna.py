@@ -1,0 +1,273 @@
+"""MONNA -- MoNNA against D-SGD under faulty workers, against NNA without momentum, and against the robust baselines
+(Farhadkhani et al., ICML 2023; the authors' LPD-EPFL/robust-collaborative-learning, reproduce.py's MNIST block).
+
+Design (fixed here before the runs it judges):
+
+- The setting is the authors' MNIST one scaled to one core of a 2-core machine (recipe monna-mnist-quick,
+  repro/recipes/monna.py): 5 workers (5 processes) of which the last 1 is faulty and f = 1 declared (theirs: 26 and
+  5), 200 of their 600 steps of batch 25, lr 0.75 / (1 + steps / 50), beta 0.99, l2 1e-4, Dirichlet alpha = 1.
+- Judged value: worker 0's test accuracy (the authors' score), the mean of the last 2 evaluations (steps 150 and
+  200); a diverged run counts as 0. The honest ranks' average model is shown beside it.
+- Tolerance: 2 points of test accuracy (MNIST's error at this scale is ~2-3 %), for MoNNA-robust and
+  MoNNA-vs-baselines; MoNNA-momentum is a plain 'better' (95 % CI above 0).
+- Seeds: a pilot (fault-free D-SGD on seeds 900-902, never judged) measures the seed std; the judging seeds per arm
+  are the smallest n that decides the non-inferiority rule at that std with 80 % power (``seeds_for_margin``),
+  written here (PILOT) before the first judging run. No setting is tuned: there are no selection seeds.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from repro import claims
+from repro.claims import Claim, Evidence, Verdict
+from repro.experiments import Experiment, Scale, Setting, register
+from repro.experiments.sgdol import seeds_for_margin
+
+# The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
+RULE_COMMIT = ""
+TOLERANCE = 0.02  # 2 points of test accuracy
+LAST = 2  # evaluations averaged: steps 150 and 200
+PILOT_SEEDS = (900, 901, 902)
+# The pilot's judged values (fault-free D-SGD, seeds 900-902, results/monna-pilot/quick), filled in before any
+# judging run; () until then.
+PILOT: tuple[float, ...] = ()
+PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
+SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, TOLERANCE)
+
+QUICK = ("simple-conv-mnist", "--preset", "quick")  # recipe monna-mnist-quick: NNA, f = 1, beta 0.99, 5 workers
+# The authors' attacks (reproduce.py: attacks = ["little", "empire", "signflipping", "labelflipping"]), each by the
+# last rank. ALIE's factor in Baruch et al.'s closed form, FOE's Xie et al.'s epsilon = 0.1: the authors' line
+# search (search=auto) made a step 5x dearer in a probe (50 steps: 152 s against 31 s of training on this machine).
+ATTACKS = {
+    "ALIE": ("--byzantine", "alie"),
+    "FOE": ("--byzantine", "foe"),
+    "sign-flip": ("--byzantine", "sign-flip"),
+    "label-flip": ("--byzantine", "label-flip"),
+}
+FAULTY = ("--byzantine-opt", "count=1")
+NO_MOMENTUM = ("--optimizer-opt", "beta=0")  # reproduce.py: momentums = [0, 0.99] (momentum = dampening)
+FAULT_FREE = "D-SGD fault-free"  # reproduce.py's "_dsgd" run: averaging, momentum 0.99, no faulty worker
+MEAN = ("--sync-opt", "aggregator=mean")
+
+
+def monna(attack: str) -> str:
+    return f"MoNNA {attack}"
+
+
+def averaging(attack: str) -> str:
+    return f"D-SGD {attack}"
+
+
+def without_momentum(attack: str) -> str:
+    return f"NNA beta=0 {attack}"
+
+
+def baseline(aggregator: str, momentum: bool, attack: str) -> str:
+    return f"{aggregator}{'' if momentum else ' beta=0'} {attack}"
+
+
+# -- the judged value ------------------------------------------------------------------------------------------------
+
+def last_mean(column: str, last: int, failed: float) -> Callable[[object], float]:
+    """A run's judged value: the mean of the last ``last`` logged values of ``column``; ``failed`` for a diverged
+    run (its last row has no evaluation): a failure, never a missing value."""
+    def value(run) -> float:
+        metrics = run.metrics
+        if "status" in metrics and str(metrics["status"].iloc[-1]) == "diverged":
+            return failed
+        series = metrics[column].dropna().astype(float).tolist() if column in metrics else []
+        return sum(series[-last:]) / len(series[-last:]) if series else math.nan
+    return value
+
+
+WORKER0 = last_mean("worker0_test_acc", LAST, failed=0.0)
+AVERAGE = last_mean("test_acc", LAST, failed=0.0)
+
+
+def values(ev: Evidence, label: str, value=WORKER0) -> list[float]:
+    """The judged values of ``label``'s judging runs (pilot seeds left out)."""
+    found = (value(run) for run in ev.runs.get(label, []) if run.seed not in PILOT_SEEDS)
+    return [v for v in found if not math.isnan(v)]
+
+
+def short_of_plan(ev: Evidence, labels, planned: int) -> str | None:
+    counts = {label: len(values(ev, label)) for label in labels}
+    if min(counts.values()) >= planned:
+        return None
+    return f"{', '.join(f'{label} {n}' for label, n in counts.items())} of the {planned} planned judging seeds complete"
+
+
+def show(ev: Evidence, label: str) -> str:
+    """Worker 0's judged accuracy, and the honest ranks' average model's beside it."""
+    average = claims.mean_std(values(ev, label, AVERAGE))[0]
+    return claims.describe(f"{label} %", values(ev, label), 100) + f" (honest average {average * 100:.2f} %)"
+
+
+def falls_short(a: list[float], b: list[float], tolerance: float) -> tuple[str, str]:
+    """Is a worse than b by more than ``tolerance`` (higher is better)? The Welch 95 % CI of mean(b) - tolerance -
+    mean(a) above 0 -> reproduced, below -> not reproduced (``claims.better`` on b shifted down by the tolerance)."""
+    outcome, interval = claims.better([v - tolerance for v in b], a, higher_is_better=True, unit=claims.POINTS)
+    return outcome, f"shortfall beyond the tolerance: {interval}"
+
+
+# -- the rules -------------------------------------------------------------------------------------------------------
+
+def _verdict(parts: list[tuple[str, str]], measured: list[str], short: str | None) -> Verdict:
+    outcome = claims.INCONCLUSIVE if short else claims.combine([o for o, _ in parts])
+    detail = "; ".join(([f"not judged before the planned seeds: {short}"] if short else [])
+                       + [text for _, text in parts])
+    return Verdict(outcome, "; ".join(measured), detail)
+
+
+def judge_robust(planned: int):
+    def judge(ev: Evidence) -> Verdict:
+        clean = values(ev, FAULT_FREE)
+        labels = [FAULT_FREE] + [f(a) for a in ATTACKS for f in (monna, averaging)]
+        parts, measured = [], [show(ev, FAULT_FREE)]
+        for attack in ATTACKS:
+            robust, plain = values(ev, monna(attack)), values(ev, averaging(attack))
+            outcome, interval = claims.at_least(robust, clean, TOLERANCE, higher_is_better=True, unit=claims.POINTS)
+            parts.append((outcome, f"{monna(attack)} vs fault-free: {outcome} ({interval})"))
+            outcome, interval = falls_short(plain, clean, TOLERANCE)
+            parts.append((outcome, f"{averaging(attack)} falls short: {outcome} ({interval})"))
+            measured += [show(ev, monna(attack)), show(ev, averaging(attack))]
+        return _verdict(parts, measured, short_of_plan(ev, labels, planned))
+    return judge
+
+
+def judge_momentum(planned: int, attacks=("ALIE", "FOE")):
+    def judge(ev: Evidence) -> Verdict:
+        labels = [f(a) for a in attacks for f in (monna, without_momentum)]
+        parts, measured = [], []
+        for attack in attacks:
+            outcome, interval = claims.better(values(ev, monna(attack)), values(ev, without_momentum(attack)),
+                                              higher_is_better=True, unit=claims.POINTS)
+            parts.append((outcome, f"{attack}: {outcome} ({interval})"))
+            measured += [show(ev, monna(attack)), show(ev, without_momentum(attack))]
+        return _verdict(parts, measured, short_of_plan(ev, labels, planned))
+    return judge
+
+
+BASELINES = ("trimmed-mean", "geometric-median")
+
+
+def judge_baselines(planned: int):
+    def judge(ev: Evidence) -> Verdict:
+        labels = [monna(a) for a in ATTACKS] + [baseline(g, m, a) for a in ATTACKS for g in BASELINES
+                                                 for m in (True, False)]
+        parts, measured = [], []
+        for attack in ATTACKS:
+            ours = values(ev, monna(attack))
+            measured.append(show(ev, monna(attack)))
+            for aggregator in BASELINES:
+                for momentum in (True, False):
+                    label = baseline(aggregator, momentum, attack)
+                    outcome, interval = claims.at_least(ours, values(ev, label), TOLERANCE, higher_is_better=True,
+                                                        unit=claims.POINTS)
+                    parts.append((outcome, f"vs {label}: {outcome} ({interval})"))
+                    measured.append(show(ev, label))
+        return _verdict(parts, measured, short_of_plan(ev, labels, planned))
+    return judge
+
+
+# -- the settings ----------------------------------------------------------------------------------------------------
+
+def robust_settings() -> tuple[Setting, ...]:
+    out = [Setting(FAULT_FREE, (*QUICK, *MEAN, "--sync-opt", "f=0"))]
+    for attack, flags in ATTACKS.items():
+        out.append(Setting(monna(attack), (*QUICK, *flags, *FAULTY)))
+        out.append(Setting(averaging(attack), (*QUICK, *MEAN, *flags, *FAULTY)))
+    for attack in ("ALIE", "FOE"):  # MoNNA-momentum: the same runs' MoNNA arms against NNA with beta = 0
+        out.append(Setting(without_momentum(attack), (*QUICK, *NO_MOMENTUM, *ATTACKS[attack], *FAULTY)))
+    return tuple(out)
+
+
+def baseline_settings() -> tuple[Setting, ...]:
+    out = []
+    for attack, flags in ATTACKS.items():
+        out.append(Setting(monna(attack), (*QUICK, *flags, *FAULTY)))
+        for aggregator in BASELINES:  # reproduce.py: gars ["cva", "trmean", "rfa"], momentums [0, 0.99]
+            for momentum in (True, False):
+                out.append(Setting(baseline(aggregator, momentum, attack),
+                                   (*QUICK, "--sync-opt", f"aggregator={aggregator}",
+                                    *(() if momentum else NO_MOMENTUM), *flags, *FAULTY)))
+    return tuple(out)
+
+
+def _pilot_text() -> str:
+    if PILOT_STD is None:
+        return (f" Seeds: {SEEDS} until the pilot (fault-free D-SGD, seeds {', '.join(map(str, PILOT_SEEDS))}) has "
+                "measured the seed std; no judging run before that.")
+    return (f" Pilot (fault-free D-SGD, seeds {', '.join(map(str, PILOT_SEEDS))}, results/monna-pilot/quick): "
+            f"worker 0's judged test accuracy {' / '.join(f'{v * 100:.2f}' for v in PILOT)} %, std "
+            f"{PILOT_STD * 100:.2f} points; n = {SEEDS} judging seeds per arm gives 80 % power for 'reproduced' at a "
+            f"true difference of 0 with the 2-point tolerance (seeds_for_margin). The faulty arms' spread may be "
+            f"larger than the fault-free pilot's: the report then says how many seeds would decide.")
+
+
+SCALING = (
+    "The authors' MNIST setting (reproduce.py) scaled to one of two shared CPU cores: 5 workers as 5 processes "
+    "(theirs 26), the last one faulty and f = 1 declared (theirs 5: f / n 0.19, here 0.20), the authors' CNN "
+    "(simples-conv), batch 25 per worker, lr 0.75 / (1 + steps / 50), beta = dampening 0.99 (MoNNA, and their "
+    "D-SGD baseline), l2 1e-4, Dirichlet alpha = 1 over classes, for 200 of their 600 steps (a 50-step probe of a "
+    "faulty arm took 31 s of training on the shared machine: 600 steps x 36 runs did not fit); 6,250 training "
+    "images (each worker's Dirichlet share, 1,250 on average, seen ~4 times; theirs 60,000 over 21 honest workers) "
+    "and a fixed 2,000 of the 10,000 test images, evaluated every 50 steps (theirs every 5). ALIE's factor is "
+    "Baruch et al.'s closed form and FOE's Xie et al.'s epsilon = 0.1, not the authors' line search (5x the cost "
+    "of a step here). Deviations (docs/decentralized.md): every worker receives all n models and NNA averages the "
+    "n - f nearest (their simulation: n - 2f); the Dirichlet split is over all 5 ranks, the faulty one included. "
+    "With 200 steps the momentum's EMA (dampening 0.99, buffer from 0) has warmed up to 1 - 0.99^200 = 87 %: the "
+    "short run favours beta = 0 in MoNNA-momentum. Judged: worker 0's test accuracy (their score), mean of the "
+    "evaluations at steps 150 and 200; tolerance 2 points. ~2.5 min a run on the loaded machine (estimate).")
+
+ROBUST_SCALE = Scale(robust_settings(), seeds=SEEDS, minutes_per_run=2.5, why=SCALING + _pilot_text())
+BASELINES_SCALE = Scale(baseline_settings(), seeds=SEEDS, minutes_per_run=3.0, why=(
+    SCALING + " Baselines as in reproduce.py: coordinate trimmed mean and geometric median (their trmean and rfa), "
+    "each with momentum 0.99 and without, under the same four attacks. 20 settings x the judging seeds (~2.5 min "
+    "each: geometric median iterates); the MoNNA arms are the same settings as monna-mnist's." + _pilot_text()))
+
+register(Experiment(
+    name="monna-mnist",
+    paper="MONNA",
+    summary="MoNNA against D-SGD (plain averaging) with and without a faulty worker under ALIE, FOE, sign flip and "
+            "label flip, and against NNA without momentum, on MNIST with Dirichlet alpha = 1 (the paper's MNIST "
+            "figures, reproduce.py's MNIST block, scaled to 5 workers)",
+    scales={"quick": ROBUST_SCALE},
+    claims=(
+        Claim("MoNNA-robust", "MONNA",
+              "under ALIE, FOE, sign flip and label flip MoNNA's accuracy stays within a tolerance of fault-free "
+              "D-SGD, and plain averaging with the faulty worker does not",
+              "Farhadkhani et al. 2023, Sec. 6 (experiments), the MNIST accuracy figures",
+              "judged value: worker 0's mean test accuracy at steps 150 and 200; for every attack, (a) MoNNA: Welch 95% "
+              "CI of mean(MoNNA - fault-free D-SGD) above -2 points -> part reproduced, entirely below -> not; (b) "
+              "D-SGD with the faulty worker: CI of mean(fault-free - 2 points - D-SGD with faults) above 0 -> part "
+              "reproduced, entirely below -> not; all eight parts reproduced -> reproduced, any not -> not "
+              "reproduced; no verdict before the planned judging seeds (>= 3, from the pilot) are complete",
+              judge_robust(SEEDS), rule_commit=RULE_COMMIT),
+        Claim("MoNNA-momentum", "MONNA", "MoNNA beats NNA without momentum under ALIE and FOE",
+              "Farhadkhani et al. 2023, Sec. 6, the momentum ablation (reproduce.py: momentums [0, 0.99])",
+              "for ALIE and for FOE: Welch 95% CI of mean worker-0 test accuracy (steps 150 and 200) MoNNA - NNA with "
+              "beta = 0 above 0 -> reproduced, entirely below -> not; both reproduced -> reproduced; planned "
+              "judging seeds first",
+              judge_momentum(SEEDS), rule_commit=RULE_COMMIT),
+    ),
+))
+
+register(Experiment(
+    name="monna-baselines-mnist",
+    paper="MONNA",
+    summary="MoNNA against coordinate trimmed mean and geometric median, each with and without momentum, under "
+            "the four attacks (the paper's comparison with robust aggregators, reproduce.py's gars and momentums)",
+    scales={"quick": BASELINES_SCALE},
+    claims=(
+        Claim("MoNNA-vs-baselines", "MONNA",
+              "MoNNA is no less accurate than trimmed mean and geometric median, with or without momentum, under "
+              "ALIE, FOE, sign flip and label flip",
+              "Farhadkhani et al. 2023, Sec. 6, the comparison with robust aggregation rules",
+              "for every attack and baseline: Welch 95% CI of mean worker-0 test accuracy (steps 150 and 200) MoNNA - "
+              "baseline above -2 points -> part reproduced, entirely below -> not; all 16 parts reproduced -> "
+              "reproduced, any not -> not reproduced; planned judging seeds first",
+              judge_baselines(SEEDS), rule_commit=RULE_COMMIT),
+    ),
+))

@@ -1,0 +1,109 @@
+"""The rules of the decentralized and robust claims (repro/experiments/monna.py, dpsgd.py) on made-up numbers, and
+the pieces their settings add: the hyperbolic schedule and the MoNNA authors' CNN."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from repro import claims, schedules
+from repro.claims import Evidence
+from repro.experiments import EXPERIMENTS
+from repro.experiments import dpsgd, monna
+
+
+def _run(seed: int, **columns) -> SimpleNamespace:
+    """A complete run whose metrics hold ``columns`` (each a list of per-evaluation values)."""
+    return SimpleNamespace(seed=seed, metrics=pd.DataFrame(columns))
+
+
+def _accuracy_runs(label_means: dict[str, float], seeds: int = 3) -> Evidence:
+    """Runs whose last three worker-0 and average test accuracies are the mean +- 0.002 by seed."""
+    runs = {}
+    for label, mean in label_means.items():
+        runs[label] = [_run(s, worker0_test_acc=[0.5, mean + 0.002 * (s - 1)] + [mean + 0.002 * (s - 1)] * 2,
+                            test_acc=[0.5] + [mean] * 3) for s in range(seeds)]
+    return Evidence(runs)
+
+
+def _robust_means(plain: float) -> dict[str, float]:
+    means = {monna.FAULT_FREE: 0.97}
+    for attack in monna.ATTACKS:
+        means[monna.monna(attack)] = 0.965
+        means[monna.averaging(attack)] = plain
+    return means
+
+
+def test_monna_robust_needs_monna_within_and_averaging_outside_the_tolerance():
+    judge = monna.judge_robust(3)
+    assert judge(_accuracy_runs(_robust_means(plain=0.60))).outcome == claims.REPRODUCED
+    # plain averaging as good as fault-free under every attack: the claim's second half fails
+    assert judge(_accuracy_runs(_robust_means(plain=0.97))).outcome == claims.NOT_REPRODUCED
+    means = _robust_means(plain=0.60)
+    means[monna.monna("FOE")] = 0.80  # MoNNA itself falls 17 points under FOE
+    assert judge(_accuracy_runs(means)).outcome == claims.NOT_REPRODUCED
+    # two seeds of three planned: no verdict, whatever the numbers
+    verdict = judge(_accuracy_runs(_robust_means(plain=0.60), seeds=2))
+    assert verdict.outcome == claims.INCONCLUSIVE and "planned" in verdict.detail
+
+
+def test_a_diverged_run_counts_as_zero_accuracy():
+    run = _run(0, worker0_test_acc=[0.9, None], status=["", "diverged"])
+    assert monna.WORKER0(run) == 0.0
+
+
+def test_monna_momentum_needs_monna_above_nna_without_momentum():
+    judge = monna.judge_momentum(3)
+    better = {monna.monna(a): 0.96 for a in ("ALIE", "FOE")} | {monna.without_momentum(a): 0.90 for a in ("ALIE", "FOE")}
+    assert judge(_accuracy_runs(better)).outcome == claims.REPRODUCED
+    worse = {monna.monna(a): 0.90 for a in ("ALIE", "FOE")} | {monna.without_momentum(a): 0.96 for a in ("ALIE", "FOE")}
+    assert judge(_accuracy_runs(worse)).outcome == claims.NOT_REPRODUCED
+
+
+def test_dpsgd_tracks_is_non_inferiority_of_the_final_training_loss():
+    def ev(ring: float) -> Evidence:
+        return Evidence({dpsgd.EVERY: [_run(s, trainset_loss=[1.0, 0.50 + 0.005 * s]) for s in range(3)],
+                         dpsgd.RING: [_run(s, trainset_loss=[1.0, ring + 0.005 * s], consensus_distance=[0.1, 0.05])
+                                      for s in range(3)]})
+    judge = dpsgd.judge_tracks(3)
+    assert judge(ev(0.52)).outcome == claims.REPRODUCED
+    assert judge(ev(0.70)).outcome == claims.NOT_REPRODUCED
+
+
+def test_dpsgd_large_lr_counts_seeds_at_chance_and_training():
+    def ev(every_fails_from: float, ring_fails_from: float) -> Evidence:
+        runs = {}
+        for algo, fails in ((dpsgd.EVERY, every_fails_from), (dpsgd.RING, ring_fails_from)):
+            for lr in dpsgd.LARGE_LRS:
+                acc = 0.10 if lr >= fails else 0.55
+                runs[dpsgd.lr_label(algo, lr)] = [_run(s, test_acc=[acc]) for s in range(3)]
+        return Evidence(runs)
+    assert dpsgd.judge_large_lr(ev(every_fails_from=3.2, ring_fails_from=6.4)).outcome == claims.REPRODUCED
+    # SSGD never fails inside the sweep: no learning rate separates them
+    assert dpsgd.judge_large_lr(ev(every_fails_from=99, ring_fails_from=99)).outcome == claims.NOT_REPRODUCED
+    assert dpsgd.judge_large_lr(Evidence({})).outcome == claims.INCONCLUSIVE
+
+
+def test_every_new_experiment_is_registered_with_claims_and_a_reason():
+    for name in ("monna-mnist", "monna-baselines-mnist", "dpsgd-fashion-mnist-n4", "dpsgd-fashion-mnist-n8",
+                 "dpsgd-large-lr-cifar10"):
+        experiment = EXPERIMENTS.get(name)
+        assert experiment.claims and all(spec.why for spec in experiment.scales.values())
+        labels = [s.label for s in experiment.scales["quick"].settings]
+        assert len(set(labels)) == len(labels)
+
+
+def test_hyperbolic_schedule_is_the_authors_lr_over_one_plus_steps_over_decay():
+    factor = schedules.make("hyperbolic", 12, half_life=1.0)
+    assert [factor(e) for e in range(4)] == pytest.approx([1.0, 1 / 2, 1 / 3, 1 / 4])
+
+
+def test_the_monna_authors_cnn_has_their_shapes():
+    from repro.tasks.mnist import SimpleConvNet
+
+    model = SimpleConvNet()
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # conv 1x20x5x5, conv 20x50x5x5, fc 800x500, fc 500x10, with biases: simples-conv's 431,080 parameters
+    assert sum(p.numel() for p in model.parameters()) == 431_080
