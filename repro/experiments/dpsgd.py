@@ -22,7 +22,7 @@ from repro.experiments.monna import last_mean
 from repro.experiments.sgdol import seeds_for_margin
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
-RULE_COMMIT = ""
+RULE_COMMIT = "e1d3d102b9310bf0df82f277de31258add3f9bb1"
 
 EVERY, RING = "every-step", "DPSGD ring"
 ALGOS = {EVERY: ("--algo", "minibatch-sgd"), RING: ("--algo", "dpsgd")}  # dpsgd: gossip, topology ring, order lian

@@ -25,7 +25,7 @@ from repro.experiments import Experiment, Scale, Setting, register
 from repro.experiments.sgdol import seeds_for_margin
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
-RULE_COMMIT = ""
+RULE_COMMIT = "e1d3d102b9310bf0df82f277de31258add3f9bb1"
 TOLERANCE = 0.02  # 2 points of test accuracy
 LAST = 2  # evaluations averaged: steps 150 and 200
 PILOT_SEEDS = (900, 901, 902)
