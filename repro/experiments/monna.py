@@ -31,7 +31,7 @@ LAST = 2  # evaluations averaged: steps 150 and 200
 PILOT_SEEDS = (900, 901, 902)
 # The pilot's judged values (fault-free D-SGD, seeds 900-902, results/monna-pilot/quick), filled in before any
 # judging run; () until then.
-PILOT: tuple[float, ...] = ()
+PILOT: tuple[float, ...] = (0.943, 0.947, 0.95625)
 PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
 SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, TOLERANCE)
 
