@@ -1,0 +1,222 @@
+"""QADAM -- quantized Adam with error feedback on a parameter server (Chen, Shen, Huang, Liu, ACM TIST 2021).
+
+Design (fixed here before the runs it judges; docs/qadam.md has the policy and its pilot):
+
+* Every arm is the same parameter server (`--sync quantized-ps`, rank 0 the server running the run's Adam) with N = 4
+  workers, so only the messages differ: full precision both ways (the identity quantizer: Adam with every-step
+  gradient averaging, tested equal to `every-step`), 1-bit scaled-sign gradients with error feedback, the same
+  without error feedback; QADAM-weights adds weights sent back on a grid δ·round(x/δ) with the 1-bit, error-feedback
+  uplink. One step size for all arms (Adam lr 1e-3, the SGDOL authors' and torch's default): untuned, so no
+  selection seed; every arm runs on the same judging seeds.
+* The judged value of a run is its final model's test accuracy; a diverged run counts as chance (10 %).
+* Bytes: every arm's packed message sizes per step (``bytes_up_per_step``: one worker's gradient message;
+  ``bytes_down_per_step``: the server's weights message) are read from its log and stated with the verdict.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+from repro import claims
+from repro.claims import Claim, Evidence, Verdict
+from repro.experiments import Experiment, Scale, Setting, register
+from repro.experiments.sgdol import seeds_for_margin
+
+# The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
+# Runs from older commits are listed by `repro report` as not counted.
+RULE_COMMIT = ""
+CHANCE = 0.10
+PILOT_SEEDS = (900, 901, 902)  # neither judging seeds nor used by any claim
+
+WORKERS = 4
+EPOCHS = 3
+BATCH = 32  # per worker: 128 images a step, 47 steps an epoch on 6,000 images
+# the `adam-mnist-quick` recipe (a fixed random 6,000 training and 2,000 test images of Fashion-MNIST, Adam lr 1e-3)
+# with 4 workers of batch 32
+BASE = ("convnet-fashion-mnist", "--preset", "quick", "--optimizer", "adam", "--lr", "0.001",
+        "--set", f"batch_size={BATCH}", "--epochs", str(EPOCHS), "--machines", str(WORKERS), "--sync", "quantized-ps")
+FULL = "full precision (Adam, every-step averaging)"
+EF = "1-bit scaled sign + error feedback"
+NO_EF = "1-bit scaled sign, no error feedback"
+TOLERANCE = 0.01  # 1 point of test accuracy (Fashion-MNIST's error here is ~10 %)
+DELTAS = (1e-4, 3e-4, 1e-3, 3e-3)  # the weight grid, half decades; the CNN's largest layer (fc1) starts in ±0.018
+STEP_DROP = 0.05  # "graceful": no half-decade coarsening of δ costs more than 5 points
+
+
+def _ps(*opts: str) -> tuple[str, ...]:
+    return tuple(f for opt in opts for f in ("--sync-opt", opt))
+
+
+EF_SETTINGS = (
+    Setting(FULL, (*BASE, *_ps("quantizer=identity", "bits_up=32", "bits_down=32"))),
+    Setting(EF, (*BASE, *_ps("quantizer=scaled-sign", "error_feedback=true", "bits_down=32"))),
+    Setting(NO_EF, (*BASE, *_ps("quantizer=scaled-sign", "error_feedback=false", "bits_down=32"))),
+)
+
+
+def delta_label(delta: float) -> str:
+    return f"{EF}, weights on grid δ={delta:g}"
+
+
+WEIGHT_SETTINGS = (EF_SETTINGS[1], *(
+    Setting(delta_label(d), (*BASE, *_ps("quantizer=scaled-sign", "error_feedback=true", f"delta={d:g}")))
+    for d in DELTAS))
+
+
+# -- the judged values -----------------------------------------------------------------------------------------------
+
+def final_accuracy(run) -> float:
+    """The final model's test accuracy; chance for a diverged run; NaN while the run has no test score."""
+    metrics = run.metrics
+    if "status" in metrics and str(metrics["status"].iloc[-1]) == "diverged":
+        return CHANCE
+    series = metrics["test_acc"].dropna() if "test_acc" in metrics else []
+    return float(series.iloc[-1]) if len(series) else math.nan
+
+
+def _values(ev: Evidence, label: str) -> list[float]:
+    return [v for v in (final_accuracy(run) for run in ev.runs.get(label, [])) if not math.isnan(v)]
+
+
+def bytes_per_step(ev: Evidence, label: str) -> str:
+    """One worker's gradient message and the server's weights message per step, as logged (the same every step)."""
+    up, down = ev.final(label, "bytes_up_per_step"), ev.final(label, "bytes_down_per_step")
+    if not up or not down:
+        return f"{label}: no bytes logged"
+    return f"{label}: {int(max(up)):,} B up / worker, {int(max(down)):,} B down"
+
+
+def _short_of_plan(ev: Evidence, labels: Sequence[str], seeds: int) -> str | None:
+    counts = {label: len(_values(ev, label)) for label in labels}
+    if min(counts.values()) >= seeds:
+        return None
+    return ", ".join(f"{label} {n}" for label, n in counts.items()) + f" of the {seeds} planned seeds complete"
+
+
+def _judging(ev: Evidence) -> Evidence:
+    from repro.experiments import of_seeds
+
+    seeds = {run.seed for runs in ev.runs.values() for run in runs} - set(PILOT_SEEDS)
+    return of_seeds(ev, seeds)
+
+
+# -- QADAM-ef --------------------------------------------------------------------------------------------------------
+
+def judge_ef(spec: Scale) -> Callable[[Evidence], Verdict]:
+    """(a) with error feedback: non-inferior to full precision within TOLERANCE (Welch CI of EF − full above
+    −TOLERANCE); (b) without: more than TOLERANCE below full precision (CI of full − no-EF wholly above TOLERANCE,
+    i.e. of full − (no-EF + TOLERANCE) above 0)."""
+    def judge(ev: Evidence) -> Verdict:
+        ev = _judging(ev)
+        full, ef, no_ef = _values(ev, FULL), _values(ev, EF), _values(ev, NO_EF)
+        measured = ("final test accuracy %: " + "; ".join(claims.describe(label, v, 100) for label, v in
+                                                          ((FULL, full), (EF, ef), (NO_EF, no_ef)))
+                    + ". Bytes per step: " + "; ".join(bytes_per_step(ev, label) for label in (FULL, EF, NO_EF)))
+        a = claims.at_least(ef, full, TOLERANCE, higher_is_better=True, unit=claims.POINTS)
+        b = claims.better(full, [v + TOLERANCE for v in no_ef], higher_is_better=True, unit=claims.POINTS)
+        detail = (f"(a) error feedback within {TOLERANCE * 100:g} point: {a[0]}, {a[1]}; (b) without it more than "
+                  f"{TOLERANCE * 100:g} point below (interval of full − no-EF − {TOLERANCE * 100:g} points): {b[0]}, "
+                  f"{b[1]}")
+        short = _short_of_plan(ev, (FULL, EF, NO_EF), spec.seeds)
+        if short:
+            return Verdict(claims.INCONCLUSIVE, measured, f"not judged before the planned seeds: {short}; {detail}")
+        return Verdict(claims.combine([a[0], b[0]]), measured, detail)
+    return judge
+
+
+# -- QADAM-weights ---------------------------------------------------------------------------------------------------
+
+def judge_weights(spec: Scale) -> Callable[[Evidence], Verdict]:
+    """(a) the finest grid non-inferior to float32 weights within TOLERANCE; (b) every half-decade coarsening of δ
+    non-inferior to the finer grid within STEP_DROP (no cliff)."""
+    def judge(ev: Evidence) -> Verdict:
+        ev = _judging(ev)
+        ladder = [EF, *(delta_label(d) for d in DELTAS)]
+        values = {label: _values(ev, label) for label in ladder}
+        measured = ("final test accuracy %: " + "; ".join(claims.describe(label, v, 100) for label, v in
+                                                          values.items())
+                    + ". Bytes per step: " + "; ".join(bytes_per_step(ev, label) for label in ladder))
+        parts = [(f"δ={DELTAS[0]:g} vs float32 weights",
+                  claims.at_least(values[ladder[1]], values[EF], TOLERANCE, True, claims.POINTS))]
+        for finer, coarser, d_fine, d_coarse in zip(ladder[1:], ladder[2:], DELTAS, DELTAS[1:]):
+            parts.append((f"δ={d_coarse:g} vs δ={d_fine:g}",
+                          claims.at_least(values[coarser], values[finer], STEP_DROP, True, claims.POINTS)))
+        detail = "; ".join(f"{name}: {outcome}, {interval}" for name, (outcome, interval) in parts)
+        short = _short_of_plan(ev, ladder, spec.seeds)
+        if short:
+            return Verdict(claims.INCONCLUSIVE, measured, f"not judged before the planned seeds: {short}; {detail}")
+        return Verdict(claims.combine([o for _, (o, _) in parts]), measured, detail)
+    return judge
+
+
+# -- the pilot and the seeds -----------------------------------------------------------------------------------------
+# Pilot (results/qadam-ef-fashion-mnist/pilot, before any judged run): the error-feedback arm on PILOT_SEEDS; its
+# final test accuracies give the seed std; () while it has not run.
+PILOT: tuple[float, ...] = ()
+PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
+SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, TOLERANCE)
+RUN_MINUTES = 3.0  # one run of 4 workers on one free core (estimate; see the why text)
+
+
+def _pilot_text() -> str:
+    if PILOT_STD is None:
+        return f"Seeds: {SEEDS} until the pilot has measured the seed std; no judged run before that."
+    return (f"Pilot ({EF}, seeds {', '.join(map(str, PILOT_SEEDS))}): final test accuracy "
+            f"{', '.join(f'{v * 100:.2f}' for v in PILOT)} %, std {PILOT_STD * 100:.2f} points; n = {SEEDS} seeds "
+            f"per arm gives 80 % power for 'within {TOLERANCE * 100:g} point' at a true difference of 0 "
+            f"(seeds_for_margin), both arms at the pilot's std.")
+
+
+_SETTING_TEXT = (
+    f"The SGDOL authors' CNN (3.27 M weights) on Fashion-MNIST: the adam-mnist-quick recipe's fixed random 6,000 "
+    f"training and 2,000 test images, {WORKERS} worker processes of batch {BATCH} (one parameter server on rank 0), "
+    f"Adam lr 1e-3 untuned, {EPOCHS} epochs ({math.ceil(6000 / (WORKERS * BATCH))} steps an epoch), the final "
+    f"model's test accuracy. Far shorter than the paper's CIFAR runs: a laptop-scale check of the mechanism only. ")
+
+EF_SCALE = Scale(EF_SETTINGS, seeds=SEEDS, minutes_per_run=RUN_MINUTES, why=(
+    _SETTING_TEXT + f"Tolerance {TOLERANCE * 100:g} point of test accuracy, fixed before any run. Weights go back "
+    f"in float32 in all three arms, so only the gradient message differs. " + _pilot_text()))
+
+WEIGHTS_SCALE = Scale(WEIGHT_SETTINGS, seeds=SEEDS, minutes_per_run=RUN_MINUTES, why=(
+    _SETTING_TEXT + f"Gradients go up as 1-bit scaled sign with error feedback; weights come back float32 or on "
+    f"the grid δ·round(x/δ) for δ = {', '.join(f'{d:g}' for d in DELTAS)} (the server keeps full-precision x). "
+    f"'Graceful': δ = {DELTAS[0]:g} within {TOLERANCE * 100:g} point of float32 weights and no half-decade "
+    f"coarsening costing more than {STEP_DROP * 100:g} points (non-inferiority each), fixed before any run. "
+    + _pilot_text()))
+
+register(Experiment(
+    name="qadam-ef-fashion-mnist",
+    paper="QADAM",
+    summary="1-bit scaled-sign gradients with and without error feedback against full-precision Adam on a "
+            "parameter server of 4 workers: final test accuracy and the bytes each message takes per step",
+    scales={"quick": EF_SCALE},
+    claims=(Claim(
+        "QADAM-ef", "QADAM",
+        "1-bit (scaled sign) gradients with error feedback reach full-precision Adam's test accuracy within a "
+        "tolerance; without error feedback they do not",
+        "Chen, Shen, Huang, Liu 2021, abstract and experiments (the paper's text was not readable here: "
+        "docs/qadam.md)",
+        f"on the same seeds: (a) Welch 95% CI of the test accuracy (error feedback − full precision) above "
+        f"−{TOLERANCE * 100:g} point; (b) Welch 95% CI of (full precision − no error feedback) wholly above "
+        f"{TOLERANCE * 100:g} point; both reproduced -> reproduced, either not reproduced -> not reproduced; >= 3 "
+        f"seeds per arm and no verdict before the planned seeds",
+        judge_ef(EF_SCALE), rule_commit=RULE_COMMIT),),
+))
+
+register(Experiment(
+    name="qadam-weights-fashion-mnist",
+    paper="QADAM",
+    summary="the weight grid δ of the server's message swept over half decades (1-bit error-feedback gradients "
+            "up): final test accuracy and bytes per step",
+    scales={"quick": WEIGHTS_SCALE},
+    claims=(Claim(
+        "QADAM-weights", "QADAM",
+        "test accuracy degrades gracefully as the weight grid δ coarsens",
+        "Chen, Shen, Huang, Liu 2021, abstract (weight quantization converges to a point related to the quantized "
+        "level) and experiments",
+        f"on the same seeds: Welch 95% CI of the test accuracy (δ = {DELTAS[0]:g} − float32 weights) above "
+        f"−{TOLERANCE * 100:g} point, and for each half-decade step of δ ({', '.join(f'{d:g}' for d in DELTAS)}) "
+        f"the CI of (coarser − finer) above −{STEP_DROP * 100:g} points; all reproduced -> reproduced, any not "
+        f"reproduced -> not reproduced; >= 3 seeds per arm",
+        judge_weights(WEIGHTS_SCALE), rule_commit=RULE_COMMIT),),
+))
