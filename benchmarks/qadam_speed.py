@@ -1,7 +1,7 @@
 """Quantized Adam on a parameter server against Adam with every-step all-reduce, on the emulated two-node cluster.
 
     python benchmarks/qadam_speed.py --task lstm-ptb --data-dir ../shared/data/ptb --steps 64 --rate 100mbit
-    python benchmarks/qadam_speed.py --task resnet20-cifar10 --data-dir ../shared/data --steps 64
+    python benchmarks/qadam_speed.py --task resnet20-cifar10 --data-dir ../shared/data --set data_format=jpeg --steps 64
 
 The cluster is benchmarks/multinode.py's (two network namespaces joined by a --rate veth pair; run as root). Both
 configurations train with ``--optimizer adam`` for the same --steps per worker: ``every-step`` (DDP's bucketed
@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--bits-up", type=int, default=1)
     parser.add_argument("--bits-down", type=int, default=8)
     parser.add_argument("--lr", default="0.001")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="task_options",
+                        help="task option for both configurations (repeatable), e.g. data_format=jpeg for the "
+                             "offline CIFAR-10 JPEG copy")
     parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "qadam_speed.csv")
     args = parser.parse_args()
     args.interval = 0  # multinode.run_job reads the parsed arguments it knows
@@ -41,7 +44,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, multinode._stop)
     signal.signal(signal.SIGHUP, multinode._stop)
     quantizer = "scaled-sign" if args.bits_up == 1 else "uniform"
-    adam = ["--optimizer", "adam", "--lr", args.lr]
+    adam = ["--optimizer", "adam", "--lr", args.lr, *(f for kv in args.task_options for f in ("--set", kv))]
     configs = [("every-step adam", [*adam, "--sync", "every-step"]),
                (f"quantized-ps {args.bits_up}/{args.bits_down} bits",
                 [*adam, "--sync", "quantized-ps", "--sync-opt", f"quantizer={quantizer}",
@@ -64,6 +67,7 @@ def main() -> None:
     except KeyboardInterrupt:
         raise SystemExit("qadam_speed: interrupted; namespaces removed")
     table = pd.DataFrame(rows)
+    table["train_s_per_step"] = table["train_s"] / table["steps"]
     table["train_ratio"] = table["train_s"].iloc[0] / table["train_s"]
     table["process_ratio"] = table["process_s"].iloc[0] / table["process_s"]
     print(f"{args.task} ({args.preset}), 2 nodes x {args.machines} workers, {args.steps} steps each, link {rate}")
