@@ -5,7 +5,7 @@
 Four network namespaces on this machine stand in for four nodes, each joined to a fifth (the switch: a Linux bridge)
 by a veth pair whose two ends a token bucket (`tc ... tbf`, latency 50 ms of queue) holds to --rate: every node's
 link runs at --rate each way, as a 100 Mbit/s NIC on a switch. (This kernel has no netem, so no propagation delay is
-added: the latency is the queue's.) One `repro run` per node (--machines 1, --run-opt nodes=4), gloo on CPU, for
+added: the latency is the queue's.) One `repro run` per node (--machines 1, --nodes 4), gloo on CPU, for
 each task (the quick LM, lstm-ptb; ResNet-20 on the CIFAR-10 JPEG copy) and each policy: every-step gradient
 all-reduce (`--algo minibatch-sgd`, DDP's bucketed ring all-reduce) and D-PSGD (`--algo dpsgd`: gossip with the two
 ring neighbours, Lian's order, the exchange overlapping the gradient), the same --steps per worker. Prints, per
@@ -40,14 +40,16 @@ POLICIES = {"every-step": ["--algo", "minibatch-sgd"], "dpsgd-ring": ["--algo", 
 DATA_FLAGS = {"lm": "REPRO_PTB_DIR", "resnet20": "REPRO_CIFAR10_DIR"}
 
 
-class NodeStar:
+class NodeStar(cluster.NodePair):
     """``nodes`` namespaces, each with one veth pair to a switch namespace (a bridge); tc tbf at ``rate`` on both
-    ends of every pair. A context manager that removes every namespace (and the links) on exit, killing anything
-    still inside. Node i has the address SUBNET.(i+1) on its interface ``interfaces[i]``."""
+    ends of every pair. Like NodePair (a context manager that removes every namespace it made, killing anything
+    still inside; ``command`` binds gloo to a node's link); node i has the address SUBNET.(i+1) on
+    ``interfaces[i]``."""
 
     def __init__(self, nodes: int = 4, rate: str = "100mbit", burst: str = "32kbit", latency: str = "50ms"):
-        self.nodes, self.rate, self.burst, self.latency = nodes, rate, burst, latency
+        super().__init__(rate, burst, latency)
         pid = os.getpid()
+        self.nodes = nodes
         # named like NodePair's (PREFIX-<pid>-<pair><letter>) so remove_stale cleans up after a SIGKILL
         self.switch = f"{cluster.PREFIX}-{pid}-99s"
         self.namespaces = [f"{cluster.PREFIX}-{pid}-99{chr(ord('a') + i)}" for i in range(nodes)]
@@ -55,18 +57,6 @@ class NodeStar:
         self.interfaces = [f"gs{short}n{i}" for i in range(nodes)]
         self.ports = [f"gs{short}p{i}" for i in range(nodes)]
         self.addresses = [f"{SUBNET}.{i + 1}" for i in range(nodes)]
-        self._made: list[str] = []
-
-    def __enter__(self) -> "NodeStar":
-        try:
-            self.create()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _shape(self, namespace: str, dev: str) -> None:
         r = subprocess.run(["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
@@ -93,18 +83,6 @@ class NodeStar:
                 self._shape(ns, dev)  # what the node sends
                 self._shape(self.switch, port)  # what it receives
 
-    def command(self, node: int, argv: list[str]) -> list[str]:
-        """``argv`` inside node ``node``'s namespace, gloo bound to its link (see NodePair.command)."""
-        dev = self.interfaces[node]
-        return ["ip", "netns", "exec", self.namespaces[node], "env", f"GLOO_SOCKET_IFNAME={dev}",
-                f"TP_SOCKET_IFNAME={dev}", *argv]
-
-    def close(self) -> None:
-        for ns in reversed(self._made):
-            cluster._kill_inside(ns)
-            cluster._ip("netns", "del", ns, check=False)
-        self._made.clear()
-
 
 def run_job(star: NodeStar, argv: list[str], port: int, out: Path, timeout: float) -> dict:
     """One `repro run` on every node; returns whole-process seconds and node 0's last metrics row."""
@@ -113,9 +91,8 @@ def run_job(star: NodeStar, argv: list[str], port: int, out: Path, timeout: floa
     try:
         for node in range(star.nodes):
             cmd = [sys.executable, "-m", "repro", "run", *argv, "--machines", "1", "--out", str(out / f"node{node}"),
-                   "--run-opt", f"nodes={star.nodes}", "--run-opt", f"node_rank={node}",
-                   "--run-opt", f"master_addr={star.addresses[0]}", "--run-opt", f"master_port={port}",
-                   "--run-opt", "quiet=true"]
+                   "--nodes", str(star.nodes), "--node-rank", str(node), "--master-addr", star.addresses[0],
+                   "--master-port", str(port), "--quiet"]
             log = open(out / f"node{node}.log", "w")
             procs.append((subprocess.Popen(star.command(node, cmd), cwd=REPO, env=env, stdout=log,
                                            stderr=subprocess.STDOUT), log))
