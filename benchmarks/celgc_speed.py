@@ -21,7 +21,7 @@ import pandas as pd
 
 def run(task: str, algo: list[str], args, out: Path) -> pd.Series:
     cmd = [sys.executable, "-m", "repro", "run", task, "--machines", str(args.machines), "--preset", args.preset,
-           "--max-steps", str(args.steps), "--eval-batches", "1", "--quiet", "--out", str(out), *algo]
+           "--max-steps", str(args.steps), "--eval-batches", "1", "--run-opt", "quiet=true", "--out", str(out), *algo]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     subprocess.run(cmd, check=True)

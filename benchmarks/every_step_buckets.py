@@ -26,8 +26,8 @@ CONFIGS = {"flat": ["--sync-opt", "bucketed=false"], "bucketed (DDP)": ["--sync-
 
 def run(args, extra: list[str], out: Path) -> pd.Series:
     cmd = [sys.executable, "-m", "repro", "run", args.task, "--machines", str(args.machines), "--preset", args.preset,
-           "--algo", "naive-parallel-clip", "--max-steps", str(args.steps), "--eval-batches", "1", "--quiet",
-           "--out", str(out), *extra]
+           "--algo", "naive-parallel-clip", "--max-steps", str(args.steps), "--eval-batches", "1",
+           "--run-opt", "quiet=true", "--out", str(out), *extra]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     subprocess.run(cmd, check=True, cwd=REPO)

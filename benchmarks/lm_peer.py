@@ -43,7 +43,8 @@ def peer_ms_per_batch(peer: Path, corpus: Path, log_interval: int, work: Path) -
 def repro_ms_per_batch(corpus: Path, work: Path) -> float:
     out = work / "repro"
     subprocess.run(["repro", "run", "lstm-ptb", "--preset", "quick", "--machines", "1", "--sync", "none",
-                    "--epochs", "1", "--data-dir", str(corpus), "--out", str(out), "--quiet"], check=True)
+                    "--epochs", "1", "--data-dir", str(corpus), "--out", str(out), "--run-opt", "quiet=true"],
+                   check=True)
     (metrics,) = out.glob("lstm-ptb/*/metrics.csv")
     last = list(csv.DictReader(metrics.open()))[-1]
     return 1000.0 * float(last["wall_seconds"]) / float(last["iteration"])

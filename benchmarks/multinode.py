@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-TASK_ARGS = ["--eval-batches", "1", "--quiet"]
+TASK_ARGS = ["--eval-batches", "1", "--run-opt", "quiet=true"]
 
 
 def _netns():
@@ -46,8 +46,8 @@ def run_job(pair, netns, args, algo: list[str], port: int, out: Path) -> dict:
     try:
         for rank in (0, 1):
             cmd = [sys.executable, "-m", "repro", "run", args.task, "--preset", args.preset,
-                   "--machines", str(args.machines), "--nodes", "2", "--node-rank", str(rank),
-                   "--master-addr", pair.addresses[0], "--master-port", str(port),
+                   "--machines", str(args.machines), "--run-opt", "nodes=2", "--run-opt", f"node_rank={rank}",
+                   "--run-opt", f"master_addr={pair.addresses[0]}", "--run-opt", f"master_port={port}",
                    "--max-steps", str(args.steps), *TASK_ARGS, "--out", str(out / f"node{rank}"), *algo]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]

@@ -341,7 +341,7 @@ class Suite:
         self.runs += 1
         out = self.tmp / f"run{self.runs:03d}"
         cmd = [sys.executable, "-m", "repro", "run", task, "--preset", "quick", "--machines", str(machines),
-               "--max-steps", str(steps), "--eval-batches", "1", "--quiet", "--out", str(out),
+               "--max-steps", str(steps), "--eval-batches", "1", "--run-opt", "quiet=true", "--out", str(out),
                *self.data_flags(task), *extra]
         seconds, _ = self.runner.run(cmd, label, poll=poll)
         (run_dir,) = [p.parent for p in out.glob(f"{task}/*/metrics.csv")]

@@ -126,7 +126,14 @@ def _shortcuts() -> dict[str, Shortcut]:
         "--report": Shortcut(run, "report"),
         "--validate-only": Shortcut(run, "only", "validate"),
         "--resolve-only": Shortcut(run, "only", "resolve"),
+        "--quiet": Shortcut(run, "quiet", "true"),
+        "-q": Shortcut(run, "quiet", "true"),
+        **{f"--{k.replace('_', '-')}": Shortcut(run, k) for k in ("nodes", "node_rank", "master_addr", "master_port")},
     }
+
+
+# Flags of `repro run` that have no KEY=VALUE form: given, a one-line error says what replaced them.
+REMOVED_FLAGS = {"--from": "give the recorded run as TASK: `repro run RUN_DIR [flags]` replays it, flags override it"}
 
 
 def translate_shortcuts(args: list[str]) -> list[str]:
@@ -135,7 +142,9 @@ def translate_shortcuts(args: list[str]) -> list[str]:
     i = 0
     while i < len(args):
         flag, inline, rest = args[i].partition("=")
-        short = shortcuts.get(flag) if args[i].startswith("--") else None
+        if flag in REMOVED_FLAGS:
+            raise UsageError(f"{flag} is no longer a flag of `repro run`: {REMOVED_FLAGS[flag]}")
+        short = shortcuts.get(flag) if args[i].startswith("-") else None
         if short is None:
             out.append(args[i])
             i += 1
@@ -220,8 +229,24 @@ class RunOptions:
     skip_completed: bool = False  # skip when a completed run of these settings exists; resume an interrupted one
     report: Optional[str] = None  # write the run folder and final status here (a sweep's cells)
     only: Optional[str] = None  # validate | resolve: check the settings and stop (sweeps check every cell first)
+    quiet: bool = False  # no progress bar or epoch lines
+    # Several nodes by hand (the same command on each; Slurm and torchrun set these themselves)
+    nodes: int = 1  # nodes (computers) in the job: world size = machines x nodes
+    node_rank: int = 0  # this node's rank, 0 .. nodes-1
+    master_addr: str = "127.0.0.1"  # the rendezvous host: node 0's address
+    master_port: Optional[int] = None  # the rendezvous port (default: a free port on one node, 29500 across nodes)
 
     def validate(self) -> None:
+        for switch in ("skip_completed", "quiet"):
+            if not isinstance(getattr(self, switch), bool):
+                raise UsageError(f"{switch} must be true or false, got {getattr(self, switch)!r}")
+        if not (isinstance(self.nodes, int) and isinstance(self.node_rank, int) and 0 <= self.node_rank < self.nodes):
+            raise UsageError(f"need nodes >= 1 and 0 <= node_rank < nodes, got nodes={self.nodes}, "
+                             f"node_rank={self.node_rank}")
+        if self.master_port is not None and not (isinstance(self.master_port, int) and 0 < self.master_port < 65536):
+            raise UsageError(f"master_port must be a port number (1-65535), got {self.master_port!r}")
+        if not (isinstance(self.master_addr, str) and self.master_addr):
+            raise UsageError(f"master_addr must be a host name or address, got {self.master_addr!r}")
         if not (isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1):
             raise UsageError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
         if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
@@ -252,17 +277,13 @@ def _settings_of(cls, what: str, items: list[str], flag: str):
 
 @dataclass
 class RunArgs:
-    """One `repro run` command line, its flags translated: what to run (RunRequest keywords, plain data) and how."""
+    """One `repro run` command line, its flags translated: what to run (RunRequest keywords, plain data), the
+    recorded run it starts from (TASK given as a run folder), where it goes and how it is carried out."""
 
     request: dict
     from_run: Optional[Path]
     out: Path
-    quiet: bool
     how: RunOptions
-    nodes: int
-    node_rank: int
-    master_addr: str
-    master_port: Optional[int]
 
 
 # Single-value flags kept for the settings changed most: each sets one key of one section (the generic
@@ -276,10 +297,9 @@ RUN_KEYS = ", ".join(f.name for f in fields(RunOptions) if f.name not in ("repor
 @app.command("run", help=RUN_HELP, cls=RunCommand)
 @_with_component_flags
 def run(
-    task: str = typer.Argument(..., help="A task (its --preset picks the recipe) or a recipe name; see `repro list`."),
+    task: str = typer.Argument(..., help="A task (its --preset picks the recipe), a recipe name (`repro list`), or a recorded run to replay (its folder or config.json; flags override its settings)."),
     preset: Optional[str] = typer.Option(None, help="Recipe alias for the task: `quick` (laptop scale, the default), `paper` (the authors'), ... (`repro list`)."),
-    from_run: Optional[Path] = typer.Option(None, "--from", help="Replay a recorded run's settings (its folder or config.json); flags override them."),
-    machines: Optional[int] = typer.Option(None, "--machines", "-n", help="Worker processes per node: the papers' 'machines' N (world size = machines x nodes). Default: the recipe's."),
+    machines: Optional[int] = typer.Option(None, "--machines", "-n", help="Worker processes per node: the papers' 'machines' N (world size = machines x nodes, --run-opt nodes=K). Default: the recipe's."),
     algo: Optional[str] = typer.Option(None, help="Paper algorithm alias (a choice of components; `repro list`)."),
     components: dict = None,  # --KIND NAME and --KIND-opt KEY=VALUE for every kind of the component table
     lr: Optional[float] = typer.Option(None, help="Step size (eta): --optimizer-opt lr=..."),
@@ -290,25 +310,19 @@ def run(
     task_opt: list[str] = typer.Option([], "--set", "--task-opt", help="Task option KEY=VALUE (repeatable), e.g. --set bptt=70, --set batch_size=32, --set bn=false."),
     train_opt: list[str] = typer.Option([], "--train-opt", help=f"Training setting KEY=VALUE (repeatable), e.g. --train-opt max_steps=5 (smoke test); keys: {TRAIN_KEYS}."),
     out: Path = typer.Option(Path("results"), help="Where run directories are written."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines."),
-    run_opt: list[str] = typer.Option([], "--run-opt", help=f"How the run is carried out, KEY=VALUE (repeatable; not part of its identity): {RUN_KEYS}, e.g. --run-opt checkpoint_minutes=30."),
-    nodes: int = typer.Option(1, help="Number of nodes (computers) in the job."),
-    node_rank: int = typer.Option(0, help="This node's rank (0 .. nodes-1)."),
-    master_addr: str = typer.Option("127.0.0.1", help="Rendezvous host (node 0's address)."),
-    master_port: Optional[int] = typer.Option(None, help="Rendezvous port (default: a free port on one node, 29500 across nodes)."),
+    run_opt: list[str] = typer.Option([], "--run-opt", help=f"How the run is carried out, KEY=VALUE (repeatable; not part of its identity): {RUN_KEYS}; e.g. --run-opt quiet=true (no progress bar or epoch lines), --run-opt checkpoint_minutes=30, several nodes by hand: --run-opt nodes=2 --run-opt node_rank=1 --run-opt master_addr=HOST."),
 ):
-    args = _run_args(task, preset, from_run, algo, components, task_opt, train_opt, out, quiet, run_opt, nodes,
-                     node_rank, master_addr, master_port,
+    args = _run_args(task, preset, algo, components, task_opt, train_opt, out, run_opt,
                      dict(lr=lr, interval=interval, machines=machines, epochs=epochs, seed=seed, data_dir=data_dir))
     os.environ["REPRO_TIMEOUT_S"] = str(args.how.timeout)  # the workers inherit it from their server, started from here
-    if (args.how.only is None and _starts_worker_processes(task, preset, from_run, args.request["train"].get("machines"), nodes)
+    if (args.how.only is None and _starts_worker_processes(task, preset, args.from_run,
+                                                           args.request["train"].get("machines"), args.how.nodes)
             and _ran_in_server_child(_run, {"args": args})):
         return None
     return _run(args)
 
 
-def _run_args(task, preset, from_run, algo, chosen: dict, task_opt, train_opt, out, quiet, run_opt, nodes, node_rank,
-              master_addr, master_port, direct: dict) -> RunArgs:
+def _run_args(task, preset, algo, chosen: dict, task_opt, train_opt, out, run_opt, direct: dict) -> RunArgs:
     """Flag translation: every flag into its section of a RunRequest (the direct flags first, KEY=VALUE over them)."""
     sections = {"task": {}, "train": {}, **{k.name: {} for k in components.KINDS}}
     for flag, value in direct.items():
@@ -323,26 +337,26 @@ def _run_args(task, preset, from_run, algo, chosen: dict, task_opt, train_opt, o
                    components={k: name for k, (name, _) in chosen.items() if name is not None},
                    options={k.name: sections[k.name] for k in components.KINDS if sections[k.name]})
     how = _settings_of(RunOptions, "run option", run_opt, "--run-opt")
-    if nodes < 1 or not 0 <= node_rank < nodes:
-        raise UsageError(f"need nodes >= 1 and 0 <= node-rank < nodes, got nodes={nodes}, node-rank={node_rank}")
-    return RunArgs(request, from_run, out, quiet, how, nodes, node_rank, master_addr, master_port)
+    return RunArgs(request, _recorded_run(task), out, how)
+
+
+def _recorded_run(task: Optional[str]) -> Optional[Path]:
+    """TASK as a recorded run to replay (a run folder holding config.json, or a .json file), else None."""
+    if not task:
+        return None
+    path = Path(task)
+    return path if (path / "config.json").is_file() or (path.suffix == ".json" and path.is_file()) else None
 
 
 def _run(args: RunArgs):
-    """`repro run` after its flags are translated: resolve, place, then skip, resume or start the run."""
-    from repro import runlog, runspec
+    """`repro run` after its flags are translated: resolve, place, then run here or as an outside launcher's rank."""
+    from repro import runlog
 
-    if not args.request["task"]:  # some Typer/click pairs leave a missing required argument as None
-        raise UsageError("Missing argument 'TASK'.")
-    checking = args.how.only is not None
-    if args.request["train"].get("machines", 1) > 1 or args.nodes > 1:
-        _start_workers_server(checking)
-    base = runspec.load_recorded(args.from_run) if args.from_run is not None else None
-    config = runspec.resolve(runspec.RunRequest(**args.request, base=base))
+    config = _resolve(args)
     if args.how.only == "resolve":
-        return config, config.train.machines * args.nodes
-    if config.train.machines > 1 or args.nodes > 1:  # a recipe's workers: start their server now (no-op if started)
-        _start_workers_server(checking)
+        return config, config.train.machines * args.how.nodes
+    if config.train.machines > 1 or args.how.nodes > 1:  # a recipe's workers: start their server (no-op if started)
+        _start_workers_server(args.how.only is not None)
     place = _placement(config, "machines" in args.request["train"], args)
     runlog.check_writable(args.out)
     if place.joined is None:
@@ -351,27 +365,51 @@ def _run(args: RunArgs):
         return None
     identity = config.identity(place.world)
     if place.joined is not None:
-        _run_joined(config, place.joined, args.out, identity, args.how.skip_completed, args.quiet, _report(args))
-        return None
+        _run_joined(config, place.joined, args.out, identity, args.how.skip_completed, args.how.quiet, _report(args))
+    else:
+        _skip_resume_or_start(config, identity, place, args)
+    return None
+
+
+def _resolve(args: RunArgs):
+    """The run's settings: the request over the recipe's (or the recorded run's) over the defaults. Starts the
+    workers' server first where the flags already ask for workers, so it imports torch while this resolves."""
+    from repro import runspec
+
+    if not args.request["task"]:  # some Typer/click pairs leave a missing required argument as None
+        raise UsageError("Missing argument 'TASK'.")
+    if args.request["train"].get("machines", 1) > 1 or args.how.nodes > 1:
+        _start_workers_server(args.how.only is not None)
+    request, base = args.request, None
+    if args.from_run is not None:
+        base = runspec.load_recorded(args.from_run)
+        request = {**request, "task": base.task.name}
+    return runspec.resolve(runspec.RunRequest(**request, base=base))
+
+
+def _skip_resume_or_start(config, identity: str, place: Placement, args: RunArgs) -> None:
+    """This node's workers: skip a completed setting, resume an interrupted one, or start a new run (node 0 makes
+    its folder)."""
+    from repro import runlog, runspec
+
     decision, held = _skip_or_resume(args.out / config.task.name, identity, args.how.skip_completed, place)
     if decision == "busy" or decision.startswith("skip "):
         done = decision[len("skip "):] if decision != "busy" else None
         typer.echo(f"skip {done} (completed)" if done else "skip: another process is running this setting", err=True)
         if args.how.report is not None:
             runlog.write_json(_report(args), {"run_dir": done, "status": "skipped"})
-        return None
+        return
     if decision.startswith("resume "):
-        _resume_run(Path(decision[len("resume "):]), None, args.quiet, _report(args), place.nodes, place.node_rank,
+        _resume_run(Path(decision[len("resume "):]), None, args.how.quiet, _report(args), place.nodes, place.node_rank,
                     place.master_addr, place.master_port, place.run_id, args.how.saving())
-        return None
+        return
     config = runspec.prepare_data(config)
     run_dir = None
     if place.node_rank == 0:  # global rank 0 lives on node 0 and writes the logs
-        run_dir = _make_run_dir(config, args.out, identity, place.world, place.nodes, args.quiet, _report(args))
-    _execute(config, run_dir, identity, None, args.quiet, _report(args), place.nodes, place.node_rank,
+        run_dir = _make_run_dir(config, args.out, identity, place.world, place.nodes, args.how.quiet, _report(args))
+    _execute(config, run_dir, identity, None, args.how.quiet, _report(args), place.nodes, place.node_rank,
              place.master_addr, place.master_port, place.run_id, args.how.saving())
     del held  # the claim on the setting lasts until the run is over
-    return None
 
 
 def _report(args: RunArgs) -> Optional[Path]:
@@ -396,7 +434,8 @@ def _placement(config, machines_given: bool, args: RunArgs) -> Placement:
     from repro import cluster
 
     joined = cluster.outside_launcher()  # started by torchrun / a multi-task srun: join as that rank
-    nodes, node_rank, master_addr, master_port = args.nodes, args.node_rank, args.master_addr, args.master_port
+    how = args.how
+    nodes, node_rank, master_addr, master_port = how.nodes, how.node_rank, how.master_addr, how.master_port
     if (joined is not None and joined.source == "slurm" and joined.local_world == 1 and machines_given
             and nodes == 1 and master_port is None and cluster.slurm_nodes() is not None):
         joined = None  # one task per node asking for --machines workers each: spawn them
@@ -601,8 +640,8 @@ def _check_devices(machines: int) -> None:
 
     if torch.cuda.is_available() and machines > torch.cuda.device_count():
         raise UsageError(f"--machines {machines} needs {machines} GPUs on this node, {torch.cuda.device_count()} "
-                         f"visible: use --machines {torch.cuda.device_count()}, more nodes (--nodes), or the CPU "
-                         "(CUDA_VISIBLE_DEVICES= , gloo; any number of workers)")
+                         f"visible: use --machines {torch.cuda.device_count()}, more nodes (--run-opt nodes=K), or "
+                         "the CPU (CUDA_VISIBLE_DEVICES= , gloo; any number of workers)")
 
 
 def _make_run_dir(config, out: Path, identity: str, world: int, nodes: int, quiet: bool, report: Optional[Path]) -> Path:
@@ -754,7 +793,7 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
     fresh judging seeds."""
     from repro.experiments import EXPERIMENTS, evidence
     from repro.runlog import check_writable
-    from repro.sweep import run_cells
+    from repro.sweep import QUIET, run_cells
 
     exp = EXPERIMENTS.get(experiment)
     if scale not in exp.scales:
@@ -783,7 +822,7 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
         todo = [cell for cell in missing if (cell[0].label, cell[1]) not in ran]
         if not ran:
             _say_plan(experiment, scale, spec, cells, missing, pending, jobs, echo)
-        argvs = [[*setting.argv, "--seed", str(seed), "--out", str(folder), "--quiet"] for setting, seed in todo]
+        argvs = [[*setting.argv, "--seed", str(seed), "--out", str(folder), *QUIET] for setting, seed in todo]
         if dry_run:
             for (setting, seed), argv in zip(todo, argvs):
                 validate(argv)
@@ -832,13 +871,13 @@ def _rehearse(exp, scale: str, jobs: int, echo, validate, extra: list[str]) -> N
     import tempfile
 
     from repro.experiments import rehearsal_settings
-    from repro.sweep import run_cells
+    from repro.sweep import QUIET, run_cells
 
     spec = exp.scales[scale]
     seed = spec.selection_seeds[0] if spec.grids() else spec.judging_seeds()[0]
     settings = rehearsal_settings(spec.settings)
     with tempfile.TemporaryDirectory(prefix="repro-rehearsal-") as out:
-        argvs = [[*s.argv, *extra, *REHEARSAL, "--seed", str(seed), "--out", out, "--quiet"] for s in settings]
+        argvs = [[*s.argv, *extra, *REHEARSAL, "--seed", str(seed), "--out", out, *QUIET] for s in settings]
         echo(f"{exp.name} ({scale}): rehearsing {len(argvs)} settings (two steps each; one per shape of "
              f"{len(spec.settings)})")
         if spec.launcher == "emulated-cluster":  # node 0 alone would wait for node 1 forever

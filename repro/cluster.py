@@ -79,8 +79,8 @@ def outside_launcher(environ=os.environ) -> Placement | None:
 
 
 def slurm_nodes(environ=os.environ) -> dict | None:
-    """--nodes/--node-rank/--master-addr/--master-port for `repro run` started once per node by srun (a step with
-    one task per node, each task spawning its --machines workers)."""
+    """The rendezvous (`--run-opt` nodes, node_rank, master_addr, master_port) for `repro run` started once per node
+    by srun (a step with one task per node, each task spawning its --machines workers)."""
     nodes = int(environ.get("SLURM_STEP_NUM_NODES", "1"))
     if "SLURM_STEP_ID" not in environ or environ.get("SLURM_STEP_NUM_TASKS") != str(nodes) or nodes < 2:
         return None

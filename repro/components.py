@@ -10,7 +10,7 @@ Checks before any worker starts: the kind's ``check(name, options, fields, confi
 ``check_config(options, config)`` where its builder has one (a check against the other sections of the run).
 
 A kind added later than identity version 2 enters a run's identity only where a run chooses something other than
-its default, so runs recorded before the kind existed keep their identities (`repro report`, `--from` and
+its default, so runs recorded before the kind existed keep their identities (`repro report`, `repro run RUN_DIR` and
 `--skip-completed` still find them).
 """
 from __future__ import annotations

@@ -11,10 +11,10 @@ written out, builder defaults included:
     train     TrainSettings (below)
 
 Version 1 (before this module) had the first sections with only the values a preset or flag gave; `from_dict`
-upgrades it by filling in the defaults, so old run folders load for `repro plot` and `--from`. Version 2 had the
-first three kinds only: a kind a config has no section for (written before the kind existed) reads as that kind's
-default component, so version 2 reads (and resumes) as it is. A repro older than version 3 refuses version 3 configs
-instead of silently dropping the sections it does not know.
+upgrades it by filling in the defaults, so old run folders load for `repro plot` and `repro run RUN_DIR`. Version 2
+had the first three kinds only: a kind a config has no section for (written before the kind existed) reads as that
+kind's default component, so version 2 reads (and resumes) as it is. A repro older than version 3 refuses version 3
+configs instead of silently dropping the sections it does not know.
 
 The run identity hashes only values that differ from their defaults (and leaves out where data lives and what
 the setting is called), so adding a field with a default never changes the identity of runs made before it.

@@ -6,10 +6,11 @@ bucket (`tc qdisc ... tbf`), so traffic between the nodes runs at the set rate w
 own workers, over the namespace's loopback) does not. The namespaces are private to this machine and to the
 process that made them: nothing else is reachable from inside, and the addresses exist only there.
 
-``run_cells`` runs each `repro run` command as one job of two nodes (``--nodes 2``, node 0 in the first namespace,
-node 1 in the second), one job at a time, in the order given (`repro reproduce` interleaves the arms seed by seed).
-The link's rate is ``LINK_RATE``, fixed here before any run; each finished run folder gets ``emulated_cluster.json``
-(the rate, the nodes, the load average when it started). Wall-clock numbers mean something only on a quiet machine.
+``run_cells`` runs each `repro run` command as one job of two nodes (``--run-opt nodes=2``, node 0 in the first
+namespace, node 1 in the second), one job at a time, in the order given (`repro reproduce` interleaves the arms seed
+by seed). The link's rate is ``LINK_RATE``, fixed here before any run; each finished run folder gets
+``emulated_cluster.json`` (the rate, the nodes, the load average when it started). Wall-clock numbers mean something
+only on a quiet machine.
 
 Used by `repro reproduce --scale emulated-cluster`, tests/test_netns.py and benchmarks/multinode.py. Needs root and
 iproute2 (`ip`, `tc`).
@@ -187,10 +188,10 @@ def run_cells(argvs: list[list[str]], validate: Callable[[list[str]], object], e
             started_load = os.getloadavg()[0]
             procs = []
             for rank in range(NODES):
-                cmd = [sys.executable, "-m", "repro", "run", *argv, "--nodes", str(NODES), "--node-rank", str(rank),
-                       "--master-addr", pair.addresses[0], "--master-port", str(port)]
-                if rank == 0:
-                    cmd += ["--report", str(report)]
+                run_opts = {"nodes": NODES, "node_rank": rank, "master_addr": pair.addresses[0], "master_port": port,
+                            **({"report": report} if rank == 0 else {})}
+                cmd = [sys.executable, "-m", "repro", "run", *argv,
+                       *(f for key, value in run_opts.items() for f in ("--run-opt", f"{key}={value}"))]
                 procs.append(subprocess.Popen(pair.command(rank, cmd), env=env, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True))
             errors = [p.communicate()[1] for p in procs]

@@ -2,8 +2,8 @@
 
 One node: `torch.distributed.elastic.multiprocessing.start_processes`, the workers meeting through a file store in
 a private temporary folder, so a single-node run opens no listening socket (the TCP store of a static rendezvous
-listens on every interface). Several nodes: `elastic_launch` with a static rendezvous on --master-addr/--master-port
-(only on a trusted network: README "Running on a GPU box and on a cluster").
+listens on every interface). Several nodes: `elastic_launch` with a static rendezvous on master_addr:master_port
+(`--run-opt`; only on a trusted network: README "Running on a GPU box and on a cluster").
 
 Worker output: rank 0 prints to the terminal (progress bar, epoch lines); the other ranks' output and every
 worker's traceback go to log files (RUN_DIR/logs/), and a failure is one line naming the global rank and the exit

@@ -1,6 +1,6 @@
 """Resolve what the user asked for into a validated RunConfig (repro/config.py).
 
-Precedence, for every value: a flag  >  the recipe (or the recorded run given by `--from`)  >  the default (the
+Precedence, for every value: a flag  >  the recipe (or the recorded run given as TASK)  >  the default (the
 task's Options dataclass, the builder's keyword defaults, TrainSettings). Validation happens here, in the launching
 process, so bad input fails with one line before any worker starts or anything is written.
 """
@@ -26,13 +26,13 @@ class RunRequest:
     """What the user asked for; ``None`` / empty means: take the recipe's value, else the default."""
 
     task: str  # a task name, or a recipe name (which names its task)
-    preset: str | None  # recipe alias; "quick" when neither a recipe nor --from is given
+    preset: str | None  # recipe alias; "quick" when neither a recipe nor a recorded run is given
     algo: str | None  # an entry of repro.algorithms.ALGORITHMS
     components: dict  # kind -> component name (--KIND NAME)
     options: dict  # kind -> {KEY: VALUE} (--KIND-opt; the kind's section fields, e.g. param_groups, too)
     task_options: dict  # --set KEY=VALUE, --data-dir
     train: dict  # --epochs, --machines, --seed, --train-opt KEY=VALUE
-    base: RunConfig | None  # `--from RUN_DIR`: a recorded run's settings take the recipe's place
+    base: RunConfig | None  # `repro run RUN_DIR`: a recorded run's settings take the recipe's place
 
     def __init__(self, task: str, preset: str | None = None, algo: str | None = None, components: dict | None = None,
                  options: dict | None = None, task_options: dict | None = None, train: dict | None = None,
@@ -73,11 +73,13 @@ def _layer(kind: components.Kind, name: str, base_name: str, base_options: dict,
 
 
 def _choose_base(req: RunRequest, algo) -> tuple[str, dict, TaskSection]:
-    """(task name, the base's sections as config.json has them, the task section's labels) from --from, a recipe
-    name or a preset."""
+    """(task name, the base's sections as config.json has them, the task section's labels) from a recorded run, a
+    recipe name or a preset."""
     if req.base is not None:
-        if req.task not in (req.base.task.name, req.base.task.recipe) or req.preset is not None:
-            raise UsageError(f"--from gives task {req.base.task.name}: leave out TASK and --preset, or name that task")
+        if req.preset is not None:
+            raise UsageError("a recorded run brings its own recipe: --preset does not apply")
+        if req.task not in (req.base.task.name, req.base.task.recipe):
+            raise UsageError(f"the recorded run is of task {req.base.task.name}, not {req.task}")
         base = req.base.to_dict()
         base["task"] = base["task"]["options"]
         return req.base.task.name, base, TaskSection(req.base.task.name, {}, req.base.task.preset, req.base.task.recipe)
@@ -152,7 +154,7 @@ def resolve(req: RunRequest) -> RunConfig:
 
 
 def load_recorded(run_dir: Path) -> RunConfig:
-    """The settings of a recorded run (`repro run --from RUN_DIR`)."""
+    """The settings of a recorded run (`repro run RUN_DIR` replays it)."""
     path = Path(run_dir) / "config.json" if Path(run_dir).is_dir() else Path(run_dir)
     try:
         data = json.loads(path.read_text())

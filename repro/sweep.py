@@ -24,9 +24,17 @@ from pathlib import Path
 from repro.components import key_value_flags
 from repro.errors import UsageError
 
+QUIET = ("--run-opt", "quiet=true")  # a cell's `repro run` prints no progress bar or epoch lines
+
+
+def asks_quiet(argv: list[str]) -> bool:
+    """Whether a `repro run` command line asks for no progress output (`--run-opt quiet=true`, or `--quiet`)."""
+    return any(a in ("--quiet", "-q") or (a.lower() in ("quiet=true", "quiet=1") and i > 0 and argv[i - 1] == QUIET[0])
+               for i, a in enumerate(argv))
+
 
 def parse_grid(task: str, args: list[str]) -> list[list[str]]:
-    """`--lr 0.1,1 --interval 2,4 --quiet` -> one argv per cell (the product of the listed values). A KEY=VALUE flag
+    """`--lr 0.1,1 --interval 2,4` -> one argv per cell (the product of the listed values). A KEY=VALUE flag
     (`--optimizer-opt weight_decay=0,1e-4`, `--set`, `--train-opt`, every kind's `--KIND-opt`) makes one cell per
     value of its key."""
     axes: list[list[list[str]]] = []
@@ -125,8 +133,8 @@ class Sweep:
         report = self.log_dir / f"cell{index:04d}.json"
         cell.log = self.log_dir / f"cell{index:04d}.log"
         argv = [sys.executable, "-m", "repro", "run", *cell.argv, "--skip-completed", "--report", str(report)]
-        if self.jobs > 1 and "--quiet" not in argv:
-            argv.append("--quiet")
+        if self.jobs > 1 and not asks_quiet(argv):
+            argv += QUIET
         env = {**os.environ, **self.slots[slot]}
         cell.status, cell.started = "running", time.monotonic()
         try:
@@ -224,7 +232,7 @@ def run_sweep(task: str, args: list[str], jobs: int, gpus: list[int] | None, sha
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     return run_cells(parse_grid(task, args), jobs, gpus, shard, dry_run, validate, echo,
-                     quiet="--quiet" in args or "-q" in args)
+                     quiet=asks_quiet(args))
 
 
 def run_cells(cells: list[list[str]], jobs: int, gpus: list[int] | None, shard: str | None, dry_run: bool,

@@ -26,6 +26,8 @@ PTB = SHARED_DATA / "ptb"
     (["run", "lstm-ptb", "--set", "colour=blue"], "task option(s) colour not known"),
     (["run", "lstm-ptb", "--data-dir", "/nonexistent/ptb"], "PTB not found in /nonexistent/ptb"),
     (["run", "lstm-ptb", "--tf32", "maybe"], "--tf32 takes on or off, got 'maybe'"),
+    (["run", "lstm-ptb", "--from", "results/x"], "--from is no longer a flag of `repro run`: give the recorded run as TASK"),
+    (["run", "lstm-ptb", "--run-opt", "nodes=2", "--run-opt", "node_rank=2"], "0 <= node_rank < nodes"),
     (["plot", "no-such-figure"], "unknown figure 'no-such-figure'"),
     (["sweep", "lstm-ptb", "--lr", "1,-2"], "lr must be a finite number >= 0"),
     # Usage errors the command-line parser finds (Typer/click's wording, whichever Typer is installed)

@@ -10,7 +10,7 @@ from repro import emulated_cluster
 from repro.cli import _invoke_run
 
 TINY = ["lstm-text", "--set", "emsize=16", "--set", "nhid=16", "--set", "bptt=5", "--batch-size", "4",
-        "--max-steps", "4", "--machines", "2", "--nodes", "2", "--quiet"]
+        "--max-steps", "4", "--machines", "2", "--run-opt", "nodes=2", "--run-opt", "quiet=true"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
 

@@ -48,8 +48,9 @@ def _two_nodes(nodes, tmp_path, tiny_corpus, node1_sees_node0: bool = True) -> P
     env = {**netns.clean_environment(), "OMP_NUM_THREADS": "1"}
     procs = []
     for rank in (0, 1):
-        argv = [sys.executable, "-m", "repro", "run", "lstm-text", "--machines", "2", "--nodes", "2",
-                "--node-rank", str(rank), "--master-addr", nodes.addresses[0], "--master-port", str(PORT),
+        argv = [sys.executable, "-m", "repro", "run", "lstm-text", "--machines", "2", "--run-opt", "nodes=2",
+                "--run-opt", f"node_rank={rank}", "--run-opt", f"master_addr={nodes.addresses[0]}",
+                "--run-opt", f"master_port={PORT}",
                 "--algo", "celgc", "--interval", "2", "--max-steps", "3", "--data-dir", str(tiny_corpus),
                 *TINY, "--out", str(outs[rank])]
         if rank == 1 and not node1_sees_node0:  # a machine of its own disk: an empty file system over node 0's

@@ -159,7 +159,7 @@ def test_replaying_a_recorded_run_with_flags_overriding(tmp_path):
     changed = resolve(RunRequest(task="lstm-ptb", base=base, train={"epochs": 2}, sync_options={"interval": 4}))
     assert changed.train.epochs == 2 and changed.sync.options == {"interval": 4}
     assert changed.optimizer.hparams["lr"] == 12.0
-    with pytest.raises(UsageError, match="--from gives task lstm-ptb"):
+    with pytest.raises(UsageError, match="the recorded run is of task lstm-ptb"):
         resolve(RunRequest(task="lstm-wt2", base=base))
 
 

@@ -121,7 +121,8 @@ def test_sweep_runs_the_product_and_skips_completed(tmp_path, tiny_corpus):
 
 
 def test_two_nodes_on_one_machine_form_one_job(tmp_path, tiny_corpus):
-    """Two `repro run` commands as node 0 and node 1 of one job: world size = 2 x workers per node."""
+    """Two `repro run` commands as node 0 and node 1 of one job (`--run-opt nodes=2 node_rank=i master_port=P`):
+    world size = 2 x workers per node."""
     import socket
     import subprocess
     import sys
@@ -131,11 +132,11 @@ def test_two_nodes_on_one_machine_form_one_job(tmp_path, tiny_corpus):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "results"
-    common = ["-m", "repro", "run", "lstm-text", "--machines", "1", "--nodes", "2", "--master-port", str(port),
-              "--algo", "celgc", "--interval", "2", "--max-steps", "4", "--data-dir", str(tiny_corpus),
-              "--out", str(out), *map(str, TINY)]
+    common = ["-m", "repro", "run", "lstm-text", "--machines", "1", "--run-opt", "nodes=2",
+              "--run-opt", f"master_port={port}", "--algo", "celgc", "--interval", "2", "--max-steps", "4",
+              "--data-dir", str(tiny_corpus), "--out", str(out), *map(str, TINY)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, *common, "--node-rank", str(rank)], env=env,
+    procs = [subprocess.Popen([sys.executable, *common, "--run-opt", f"node_rank={rank}"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     for p in procs:
         _, err = p.communicate(timeout=240)

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_repro
 from repro.errors import UsageError
-from repro.sweep import device_groups, parse_grid, parse_shard
+from repro.sweep import asks_quiet, device_groups, parse_grid, parse_shard
 
 
 def test_shards_partition_the_grid():
@@ -15,6 +15,13 @@ def test_shards_partition_the_grid():
         slices = [cells[i::count] for i in (parse_shard(f"{i}/{count}")[0] for i in range(count))]
         flat = [tuple(c) for s in slices for c in s]
         assert sorted(flat) == sorted(map(tuple, cells)) and len(set(flat)) == len(flat)
+
+
+def test_a_quiet_sweep_is_asked_for_in_the_generic_form_or_the_old_one():
+    assert asks_quiet(["t", "--run-opt", "quiet=true"]) and asks_quiet(["t", "--quiet"]) and asks_quiet(["t", "-q"])
+    assert not asks_quiet(["t", "--set", "quiet=true"]) and not asks_quiet(["t", "--run-opt", "quiet=false"])
+    (cell,) = parse_grid("t", ["--run-opt", "quiet=true"])  # a one-value axis: every cell passes it on
+    assert cell == ["t", "--run-opt", "quiet=true"]
 
 
 def test_shard_from_a_slurm_array_and_bad_shards():
