@@ -20,12 +20,12 @@ from typing import Callable, Sequence
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
 from repro.experiments import Experiment, Scale, Setting, register
+from repro.experiments.adamw import judged_accuracy as final_accuracy  # final test accuracy; diverged: chance (10 %)
 from repro.experiments.sgdol import seeds_for_margin
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 # Runs from older commits are listed by `repro report` as not counted.
 RULE_COMMIT = "36447c60e616788c2026cefd77f8493921dd8219"
-CHANCE = 0.10
 PILOT_SEEDS = (900, 901, 902)  # neither judging seeds nor used by any claim
 
 WORKERS = 4
@@ -64,15 +64,6 @@ WEIGHT_SETTINGS = (EF_SETTINGS[1], *(
 
 
 # -- the judged values -----------------------------------------------------------------------------------------------
-
-def final_accuracy(run) -> float:
-    """The final model's test accuracy; chance for a diverged run; NaN while the run has no test score."""
-    metrics = run.metrics
-    if "status" in metrics and str(metrics["status"].iloc[-1]) == "diverged":
-        return CHANCE
-    series = metrics["test_acc"].dropna() if "test_acc" in metrics else []
-    return float(series.iloc[-1]) if len(series) else math.nan
-
 
 def _values(ev: Evidence, label: str) -> list[float]:
     return [v for v in (final_accuracy(run) for run in ev.runs.get(label, [])) if not math.isnan(v)]
