@@ -8,8 +8,8 @@ Design (fixed here before the runs it judges; docs/federated.md has the system a
   loss Σ p_i f_i stays above FedAvg's; the reweighted d_i = (Σ_j 1/τ_j) τ_i p_i and FedFix's ⌈τ_i/Δt⌉ p_i give every
   client its share p_i and do not. With iid clients every f_i is the same function: no bias.
 * One client step size for every scheme, untuned, and a server step size η_g that gives every scheme the same expected
-  movement per unit of emulated time: FedAsync aggregates Σ_j 1/τ_j = S times a unit with Σ d_i/τ_i = S in both
-  weightings (η_g = 1); FedAvg once a unit with Σ p_i = 1 (η_g = S); FedFix 1/Δt times a unit with each client's
+  movement per unit of emulated time: FedAsync's clients contribute Σ_i d_i/τ_i = S = Σ_j 1/τ_j client steps a unit
+  in both weightings (η_g = 1); FedAvg once a unit with Σ p_i = 1 (η_g = S); FedFix 1/Δt times a unit with each client's
   d_i once every ⌈τ_i/Δt⌉ aggregations, 1/Δt in all (η_g = S·Δt). With K = 1 local step, η_g is a factor on the
   step, so every scheme runs the same step-size-times-time: at a horizon where none has converged the schemes are
   as far along as each other, and what separates them is where they are headed (the bias) and their noise. (The
