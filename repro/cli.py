@@ -813,6 +813,7 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
         return
     folder = exp.folder(results, scale)
     check_writable(folder)
+    _refuse_uncounted_runs(exp, scale, results, folder, dry_run, echo)
     code, ran = 0, set()
     while True:  # the selection runs of a grid decide which judging runs exist: run, then look again
         ev, done = evidence(exp, scale, results, _setting_key)
@@ -842,6 +843,23 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
     _draw_and_report(exp, scale, results)
     if code:
         raise SystemExit(code)
+
+
+def _refuse_uncounted_runs(exp, scale: str, results: Path, folder: Path, dry_run: bool, echo) -> None:
+    """Runs made before a claim's rule commit keep their cells' identities, so they would be skipped as done while
+    the report drops them: refuse (a dry run only warns) until they are moved aside."""
+    from repro.experiments import evidence
+    from repro.report import uncounted_runs
+
+    stale = uncounted_runs(exp, evidence(exp, scale, results, _setting_key)[0], results)
+    if not stale:
+        return
+    (path, why), more = stale[0], f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+    text = (f"{path.name}{more} in {folder} would count as done but no claim counts it ({why}): move "
+            f"{'them' if more else 'it'} aside, e.g. to {folder.name}-superseded/, and run again")
+    if not dry_run:
+        raise UsageError(text)
+    echo(f"warning: {text}")
 
 
 def _estimate(minutes: float, scale: str) -> str:

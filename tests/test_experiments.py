@@ -103,3 +103,20 @@ def test_dry_run_lists_only_missing_runs_and_report_writes_markdown_and_html(tmp
     bad = run_repro("reproduce", "no-such-experiment", "--results", results)
     assert bad.returncode == 2 and bad.stderr.startswith("repro: error: unknown experiment 'no-such-experiment'")
     assert evidence(EXPERIMENTS.get("sgdol-fashion-mnist"), "quick", results, _setting_key)[0].n("SGDOL M=alpha=10") == n
+
+
+def test_reproduce_refuses_complete_runs_no_claim_counts(tmp_path):
+    """Runs made before the claims' rule commit (the committed superseded LM runs, made at 0530b37) have the cells'
+    identities: reproduce would skip those cells as done while the report drops the runs, so it refuses (one line,
+    exit 2) and a dry run warns."""
+    import shutil
+    from pathlib import Path
+
+    old = Path(__file__).resolve().parents[1] / "results" / "celgc-ptb" / "quick-superseded" / "lstm-ptb"
+    shutil.copytree(old, tmp_path / "celgc-ptb" / "quick" / "lstm-ptb")
+    done = run_repro("reproduce", "celgc-ptb", "--scale", "quick", "--results", tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "no claim counts it" in done.stderr and "quick-superseded" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    dry = run_repro("reproduce", "celgc-ptb", "--scale", "quick", "--results", tmp_path, "--dry-run")
+    assert dry.returncode == 0 and "warning:" in dry.stderr
