@@ -225,6 +225,67 @@ def verdict_seeds(outcome: str, comparisons: Sequence[Comparison]) -> int | None
     return None if any(n is None for n in needed) else max(needed, default=None)
 
 
+# -- seeds planned from a pilot (before the judged runs) ------------------------------------------------------------
+
+POWER_80 = 0.842  # one-sided 80 % normal quantile (power 80 %)
+
+
+def seeds_for_margin(std: float, margin: float, power_quantile: float = POWER_80) -> int:
+    """Judging seeds per arm for the non-inferiority rule to come out "reproduced" with 80 % power when the true
+    difference is 0, both arms having seed std ``std``: the smallest n >= MIN_SEEDS with
+    (t_0.975(df) + z_0.8) * std * sqrt(2 / n) <= margin, df = 2n - 2 (Welch's df for equal stds)."""
+    if not math.isfinite(std) or std < 0:
+        raise ValueError(f"a seed std must be a finite number >= 0, got {std}")
+    n = MIN_SEEDS
+    while (_t975(2 * n - 2) + power_quantile) * std * math.sqrt(2 / n) > margin:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """A pilot: one cell run on seeds no claim uses, before any judged run; its values, written in code, give the
+    seed std from which the judging seeds are computed (``seeds``) and the sentence the experiment's `why` shows."""
+    arm: str  # the cell that ran, e.g. "fault-free D-SGD"
+    seeds: tuple[int, ...]
+    values: tuple[float, ...] = ()  # the judged value of each seed's run; () until the pilot has run
+    measure: str = ""  # what a value is, e.g. "final training loss"
+    percent: bool = False  # values are fractions, shown in % with the std in points
+    unit: str = ""  # otherwise the values' unit, e.g. " nats"
+    where: str = ""  # the pilot's results folder
+
+    @property
+    def std(self) -> float | None:
+        return mean_std(self.values)[1] if len(self.values) >= 2 else None
+
+    def seeds_for(self, margin: float) -> int:
+        """Judging seeds per arm at the pilot's std (``MIN_SEEDS`` until it has run)."""
+        return MIN_SEEDS if self.std is None else seeds_for_margin(self.std, margin)
+
+    def text(self, seeds: int, target: str) -> str:
+        """The pilot and the computation: ``target`` is what the power is for, e.g. "'reproduced' with margin 1"."""
+        ran = f"{self.arm}, seeds {', '.join(map(str, self.seeds))}"
+        if self.std is None:
+            return f"Seeds: {seeds} until the pilot ({ran}) has measured the seed std; no judged run before that."
+        if self.percent:
+            shown = ", ".join(f"{v * 100:.2f}" for v in self.values) + " %"
+            spread = f"{self.std * 100:.2f} points"
+        else:
+            shown = ", ".join(f"{v:.4f}" for v in self.values) + self.unit
+            spread = f"{self.std:.4f}{self.unit}"
+        where = f", {self.where}" if self.where else ""
+        return (f"Pilot ({ran}{where}): {self.measure} {shown}, std {spread}; n = {seeds} judging seeds per arm "
+                f"gives 80 % power for {target} at a true difference of 0 (seeds_for_margin), both arms at the "
+                f"pilot's std.")
+
+
+def short_of_plan(counts: dict[str, int], planned: int, what: str = "planned judging seeds") -> str | None:
+    """None once every arm has its planned seeds, else "A 2, B 3 of the 5 planned judging seeds complete"."""
+    if min(counts.values(), default=0) >= planned:
+        return None
+    return ", ".join(f"{label} {n}" for label, n in counts.items()) + f" of the {planned} {what} complete"
+
+
 def _would_refute(c: Comparison, delta: float) -> bool:
     """Whether a narrow interval around ``delta`` falls on the rule's 'not reproduced' side. The three rules'
     regions: better (one boundary 0): below 0; at_least (one boundary -margin): below it; within (two boundaries

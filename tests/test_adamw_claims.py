@@ -125,7 +125,7 @@ def test_a_diverged_run_counts_as_chance_not_as_missing():
 
 def test_seeds_planned_from_the_pilot_std():
     seeds = adamw.planned_seeds(0.01)
-    assert seeds["bn"] == adamw.seeds_for_margin(0.01, adamw.TOLERANCE, adamw.Z90) > seeds["nobn"] >= claims.MIN_SEEDS
+    assert seeds["bn"] == claims.seeds_for_margin(0.01, adamw.TOLERANCE, adamw.Z90) > seeds["nobn"] >= claims.MIN_SEEDS
     assert seeds["scale-free"] >= seeds["bn"]
     assert adamw.planned_seeds(0.02)["bn"] > seeds["bn"]
     assert adamw.planned_seeds(float("nan")) == {k: claims.MIN_SEEDS for k in seeds}  # before the pilot

@@ -136,9 +136,25 @@ def test_stepsize_claim_uses_the_judging_seeds():
 
 def test_seeds_for_the_margin_follow_the_power_formula():
     # n = 5 for std 0.1 and margin 0.2 points: (t(8) 2.306 + 0.842) * sqrt(2/5) = 1.99 <= 2, n = 4 gives 2.33
-    assert p3.seeds_for_margin(0.001, 0.002) == 5 == p3.PAPER_SEEDS
-    assert p3.seeds_for_margin(0.0001, 0.01) == claims.MIN_SEEDS
-    assert p3.seeds_for_margin(0.009, 0.01) > p3.seeds_for_margin(0.005, 0.01) > claims.MIN_SEEDS
+    assert claims.seeds_for_margin(0.001, 0.002) == 5 == p3.PAPER_SEEDS
+    assert claims.seeds_for_margin(0.0001, 0.01) == claims.MIN_SEEDS
+    assert claims.seeds_for_margin(0.009, 0.01) > claims.seeds_for_margin(0.005, 0.01) > claims.MIN_SEEDS
+
+
+def test_a_pilot_sizes_the_judging_seeds_only_once_it_has_run():
+    pending = claims.Pilot("SGDOL cell", (900, 901, 902))
+    assert pending.std is None and pending.seeds_for(0.01) == claims.MIN_SEEDS
+    assert "until the pilot (SGDOL cell, seeds 900, 901, 902)" in pending.text(claims.MIN_SEEDS, "'reproduced'")
+    ran = claims.Pilot("SGDOL cell", (900, 901, 902), (0.84, 0.86, 0.85), measure="test accuracy", percent=True)
+    assert ran.std == pytest.approx(0.01)
+    n = ran.seeds_for(0.01)
+    assert n == claims.seeds_for_margin(0.01, 0.01) > claims.MIN_SEEDS
+    assert f"test accuracy 84.00, 86.00, 85.00 %, std 1.00 points; n = {n} judging seeds" in ran.text(n, "x")
+
+
+def test_short_of_plan_names_every_arm_until_each_has_its_planned_seeds():
+    assert claims.short_of_plan({"A": 2, "B": 3}, 3) == "A 2, B 3 of the 3 planned judging seeds complete"
+    assert claims.short_of_plan({"A": 3, "B": 4}, 3) is None
 
 
 def test_the_paper_experiment_follows_the_authors_main_py():

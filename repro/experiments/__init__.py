@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from repro.claims import Claim, Evidence
+from repro.claims import INCONCLUSIVE, Claim, Evidence, Verdict
 from repro.registry import Registry
 
 EXPERIMENTS: Registry["Experiment"] = Registry("experiment", package=__name__)
@@ -127,6 +127,16 @@ def of_seeds(ev: Evidence, seeds: Iterable[int]) -> Evidence:
     """The same evidence with only the runs of ``seeds`` (selection seeds apart from judging seeds)."""
     keep = set(seeds)
     return Evidence({label: [run for run in runs if run.seed in keep] for label, runs in ev.runs.items()}, ev.scale)
+
+
+def selection_incomplete(spec: Scale, chosen: dict[str, str | None],
+                         measured: str = "no judging runs yet") -> Verdict | None:
+    """The verdict while some tuned grid lacks runs on the selection seeds (its judged cell is not known yet)."""
+    missing = [grid for grid, label in chosen.items() if label is None]
+    if not missing:
+        return None
+    return Verdict(INCONCLUSIVE, measured, f"selection incomplete: {', '.join(missing)} lack runs on seed(s) "
+                                           f"{', '.join(map(str, spec.selection_seeds))}")
 
 
 def evidence(experiment: Experiment, scale: str, results: Path,

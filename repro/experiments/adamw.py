@@ -24,8 +24,8 @@ from typing import Callable
 
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
-from repro.experiments import Experiment, Scale, Setting, of_seeds, register
-from repro.experiments.sgdol import seeds_for_margin  # (t_0.975(2n - 2) + z) std sqrt(2 / n) <= distance
+from repro.experiments import Experiment, Scale, Setting, of_seeds, register, selection_incomplete
+from repro.claims import seeds_for_margin  # (t_0.975(2n - 2) + z) std sqrt(2 / n) <= distance
 from repro.recipes.adamw import ADAMW_BEST, ADAMW_GRID
 
 NAMES = {"adamw": "AdamW", "adam-l2": "Adam-l2"}
@@ -142,11 +142,9 @@ def _judge_tuned(scales: dict[str, Scale], compare) -> Callable[[Evidence], Verd
     def judge(ev: Evidence) -> Verdict:
         spec = _scale_of(scales, ev)
         chosen, judging = _chosen_and_judging(spec, ev)
-        missing = [grid for grid, label in chosen.items() if label is None]
-        if missing:
-            return Verdict(claims.INCONCLUSIVE, "no judging runs yet",
-                           f"selection incomplete: the {', '.join(missing)} grid lacks runs on seed(s) "
-                           f"{', '.join(map(str, spec.selection_seeds))}")
+        incomplete = selection_incomplete(spec, chosen)
+        if incomplete:
+            return incomplete
         w, a = values(judging, chosen["AdamW"]), values(judging, chosen["Adam-l2"])
         outcome, interval = compare(w, a)
         measured = (f"test accuracy % on the judging seeds: {claims.describe(chosen['AdamW'], w, 100)} vs "

@@ -19,7 +19,6 @@ from repro import claims
 from repro.claims import Claim, Evidence, Verdict
 from repro.experiments import Experiment, Scale, Setting, register
 from repro.experiments.monna import last_mean
-from repro.experiments.sgdol import seeds_for_margin
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 RULE_COMMIT = "e1d3d102b9310bf0df82f277de31258add3f9bb1"
@@ -33,9 +32,9 @@ TRACK_TOLERANCE = 0.05  # nats of final training loss (~10 % of the ~0.5 expecte
 PILOT_SEEDS = (900, 901, 902)
 # The pilot's final training losses (every-step N = 4, seeds 900-902, results/dpsgd-pilot/quick), filled in before
 # any judging run; () until then.
-PILOT: tuple[float, ...] = ()
-PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
-TRACK_SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, TRACK_TOLERANCE)
+PILOT = claims.Pilot("every-step N = 4", PILOT_SEEDS, (), measure="final training loss", unit=" nats",
+                     where="results/dpsgd-pilot/quick")
+TRACK_SEEDS = PILOT.seeds_for(TRACK_TOLERANCE)
 FINAL_LOSS = last_mean("trainset_loss", 1, failed=math.inf)
 
 
@@ -64,15 +63,6 @@ def judge_tracks(planned: int):
     return judge
 
 
-def _pilot_text() -> str:
-    if PILOT_STD is None:
-        return (f" Seeds: {TRACK_SEEDS} until the pilot (every-step N = 4, seeds 900-902) has measured the seed "
-                "std; no judging run before that.")
-    return (f" Pilot (every-step N = 4, seeds 900-902, results/dpsgd-pilot/quick): final training loss "
-            f"{' / '.join(f'{v:.4f}' for v in PILOT)}, std {PILOT_STD:.4f}; n = {TRACK_SEEDS} judging seeds per arm "
-            f"gives 80 % power for 'reproduced' at a true difference of 0 (seeds_for_margin); N = 8 uses the same.")
-
-
 def tracks_why(workers: int) -> str:
     steps = 6000 // (25 * workers) * 3
     return (f"Lian et al.'s comparison (their CIFAR-10 / ImageNet runs) on the Fashion-MNIST CNN at laptop scale: "
@@ -81,7 +71,7 @@ def tracks_why(workers: int) -> str:
             f"ring (W = 1/3 on self and each neighbour, gradient at the un-mixed model) against every-step "
             f"all-reduce. Judged: the final training loss of the evaluated model (the workers' average), "
             f"tolerance 0.05 nats (DPSGD no worse by more), fixed before any run. ~1.5 min a run (estimate)."
-            + _pilot_text())
+            + " " + PILOT.text(TRACK_SEEDS, "'reproduced'") + " N = 8 uses the same.")
 
 
 def _tracks(workers: int) -> Experiment:

@@ -32,8 +32,7 @@ import numpy as np
 
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
-from repro.experiments import Experiment, Scale, Setting, of_seeds, register
-from repro.experiments.sgdol import seeds_for_margin
+from repro.experiments import Experiment, Scale, Setting, of_seeds, register, selection_incomplete
 from repro.federated import client_times
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
@@ -134,10 +133,7 @@ def _judging(spec: Scale, ev: Evidence) -> tuple[dict[str, str | None], Evidence
 
 
 def _short_of_plan(judging: Evidence, labels: Sequence[str], seeds: int) -> str | None:
-    counts = {label: len(_values(judging, label)) for label in labels}
-    if min(counts.values()) >= seeds:
-        return None
-    return ", ".join(f"{label} {n}" for label, n in counts.items()) + f" of the {seeds} planned judging seeds complete"
+    return claims.short_of_plan({label: len(_values(judging, label)) for label in labels}, seeds)
 
 
 def _loss_text(label: str, values: list[float]) -> str:
@@ -236,11 +232,9 @@ def judge_fedfix(spec: Scale) -> Callable[[Evidence], Verdict]:
     over the last fifth: Welch on the per-run std of the late rows, FedFix lower."""
     def judge(ev: Evidence) -> Verdict:
         chosen, judging = _judging(spec, ev)
-        missing = [grid for grid, label in chosen.items() if label is None]
-        if missing:
-            return Verdict(claims.INCONCLUSIVE, "no judging runs yet",
-                           f"selection incomplete: {', '.join(missing)} lack runs on seed(s) "
-                           f"{', '.join(map(str, spec.selection_seeds))}")
+        incomplete = selection_incomplete(spec, chosen)
+        if incomplete:
+            return incomplete
         runs = {grid: judging.runs.get(label, []) for grid, label in chosen.items()}
         short = _short_of_plan(judging, list(chosen.values()), spec.seeds)
         finals = [r.metrics["train_loss"].dropna().astype(float).iloc[-1] for r in runs["FedAvg"]]
@@ -274,20 +268,10 @@ def judge_fedfix(spec: Scale) -> Callable[[Evidence], Verdict]:
 # -- the pilot and the seeds -----------------------------------------------------------------------------------------
 # Pilot (before any selection or judging run; results/fed-bias-logreg/pilot): one cell on PILOT_SEEDS, its judged
 # values (late federated loss) give the seed std below; () while it has not run.
-PILOT_LABEL = "FedAsync identical non-iid"
-PILOT: tuple[float, ...] = (0.51669, 0.51574, 0.51361)  # seeds 900-902 at this setting, run from 6fa5b82 + this file
-PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
-SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, MARGIN)
+PILOT = claims.Pilot("FedAsync identical non-iid", PILOT_SEEDS, (0.51669, 0.51574, 0.51361),  # run from 6fa5b82
+                     measure="late federated loss", unit=" nats")
+SEEDS = PILOT.seeds_for(MARGIN)
 RUN_MINUTES = 1.5  # the pilot: 64-114 s wall a FedAsync run (~32 s of CPU) on the shared 2-core box, one thread
-
-
-def _pilot_text() -> str:
-    if PILOT_STD is None:
-        return f"Seeds: {SEEDS} until the pilot has measured the seed std; no selection or judging run before that."
-    return (f"Pilot ({PILOT_LABEL}, seeds {', '.join(map(str, PILOT_SEEDS))}): late federated loss "
-            f"{', '.join(f'{v:.4f}' for v in PILOT)}, std {PILOT_STD:.4f} nats; n = {SEEDS} judging seeds per arm "
-            f"gives 80 % power for 'not above FedAvg' at a true difference of 0 with the margin {MARGIN:g} nats "
-            f"(seeds_for_margin), both arms at the pilot's std.")
 
 
 BIAS_SCALE = Scale(
@@ -305,7 +289,8 @@ BIAS_SCALE = Scale(
         f"the most the identical weights can cost (KL(p ‖ q) = {bias_bound():.3f} nats with q_i ∝ 1/τ_i; less where "
         f"the model's posteriors are near certain). Not converged at this horizon (the pilot's loss still falls "
         f"slowly); the authors' horizons (10^4 - 2·10^5) and their per-scheme tuned grids (lr 1e-5 … 0.5) are not "
-        f"affordable on this machine. " + _pilot_text()))
+        f"affordable on this machine. "
+        + PILOT.text(SEEDS, f"'not above FedAvg' with the margin {MARGIN:g} nats")))
 
 register(Experiment(
     name="fed-bias-logreg",

@@ -22,7 +22,6 @@ from typing import Callable
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
 from repro.experiments import Experiment, Scale, Setting, register
-from repro.experiments.sgdol import seeds_for_margin
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 RULE_COMMIT = "e1d3d102b9310bf0df82f277de31258add3f9bb1"
@@ -31,9 +30,9 @@ LAST = 2  # evaluations averaged: steps 150 and 200
 PILOT_SEEDS = (900, 901, 902)
 # The pilot's judged values (fault-free D-SGD, seeds 900-902, results/monna-pilot/quick), filled in before any
 # judging run; () until then.
-PILOT: tuple[float, ...] = (0.943, 0.947, 0.95625)
-PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
-SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, TOLERANCE)
+PILOT = claims.Pilot("fault-free D-SGD", PILOT_SEEDS, (0.943, 0.947, 0.95625),
+                     measure="worker 0's judged test accuracy", percent=True, where="results/monna-pilot/quick")
+SEEDS = PILOT.seeds_for(TOLERANCE)
 
 QUICK = ("simple-conv-mnist", "--preset", "quick")  # recipe monna-mnist-quick: NNA, f = 1, beta 0.99, 5 workers
 # The authors' attacks (reproduce.py: attacks = ["little", "empire", "signflipping", "labelflipping"]), each by the
@@ -92,10 +91,7 @@ def values(ev: Evidence, label: str, value=WORKER0) -> list[float]:
 
 
 def short_of_plan(ev: Evidence, labels, planned: int) -> str | None:
-    counts = {label: len(values(ev, label)) for label in labels}
-    if min(counts.values()) >= planned:
-        return None
-    return f"{', '.join(f'{label} {n}' for label, n in counts.items())} of the {planned} planned judging seeds complete"
+    return claims.short_of_plan({label: len(values(ev, label)) for label in labels}, planned)
 
 
 def show(ev: Evidence, label: str) -> str:
@@ -196,14 +192,8 @@ def baseline_settings() -> tuple[Setting, ...]:
 
 
 def _pilot_text() -> str:
-    if PILOT_STD is None:
-        return (f" Seeds: {SEEDS} until the pilot (fault-free D-SGD, seeds {', '.join(map(str, PILOT_SEEDS))}) has "
-                "measured the seed std; no judging run before that.")
-    return (f" Pilot (fault-free D-SGD, seeds {', '.join(map(str, PILOT_SEEDS))}, results/monna-pilot/quick): "
-            f"worker 0's judged test accuracy {' / '.join(f'{v * 100:.2f}' for v in PILOT)} %, std "
-            f"{PILOT_STD * 100:.2f} points; n = {SEEDS} judging seeds per arm gives 80 % power for 'reproduced' at a "
-            f"true difference of 0 with the 2-point tolerance (seeds_for_margin). The faulty arms' spread may be "
-            f"larger than the fault-free pilot's: the report then says how many seeds would decide.")
+    return (" " + PILOT.text(SEEDS, "'reproduced' with the 2-point tolerance") + " The faulty arms' spread may be "
+            "larger than the fault-free pilot's: the report then says how many seeds would decide.")
 
 
 SCALING = (

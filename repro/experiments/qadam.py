@@ -21,7 +21,6 @@ from repro import claims
 from repro.claims import Claim, Evidence, Verdict
 from repro.experiments import Experiment, Scale, Setting, register
 from repro.experiments.adamw import judged_accuracy as final_accuracy  # final test accuracy; diverged: chance (10 %)
-from repro.experiments.sgdol import seeds_for_margin
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 # Runs from older commits are listed by `repro report` as not counted.
@@ -78,10 +77,7 @@ def bytes_per_step(ev: Evidence, label: str) -> str:
 
 
 def _short_of_plan(ev: Evidence, labels: Sequence[str], seeds: int) -> str | None:
-    counts = {label: len(_values(ev, label)) for label in labels}
-    if min(counts.values()) >= seeds:
-        return None
-    return ", ".join(f"{label} {n}" for label, n in counts.items()) + f" of the {seeds} planned seeds complete"
+    return claims.short_of_plan({label: len(_values(ev, label)) for label in labels}, seeds, "planned seeds")
 
 
 def _judging(ev: Evidence) -> Evidence:
@@ -143,21 +139,15 @@ def judge_weights(spec: Scale) -> Callable[[Evidence], Verdict]:
 # -- the pilot and the seeds -----------------------------------------------------------------------------------------
 # Pilot (results/qadam-ef-fashion-mnist/pilot, before any judged run): the error-feedback arm on PILOT_SEEDS; its
 # final test accuracies give the seed std; () while it has not run.
-PILOT: tuple[float, ...] = (0.7345, 0.7685)  # seeds 900, 901 (a third was not affordable), run from c82c061
-PILOT_RUN_SEEDS = (900, 901)
-PILOT_STD = claims.mean_std(PILOT)[1] if len(PILOT) >= 2 else None
-SEEDS = claims.MIN_SEEDS if PILOT_STD is None else seeds_for_margin(PILOT_STD, TOLERANCE)
+# seeds 900, 901 (a third was not affordable), run from c82c061
+PILOT = claims.Pilot(EF, (900, 901), (0.7345, 0.7685), measure="final test accuracy", percent=True)
+SEEDS = PILOT.seeds_for(TOLERANCE)
 RUN_MINUTES = 4.5  # the pilot: 269 and 270 s wall a run of 4 workers on the shared 2-core box (load ~20)
 AFFORDABLE = claims.MIN_SEEDS  # seeds per arm this machine could give the judged runs (3 arms x 3 seeds: ~40 min)
 
 
 def _pilot_text(arms: int = 3, run_here: bool = True) -> str:
-    if PILOT_STD is None:
-        return f"Seeds: {SEEDS} until the pilot has measured the seed std; no judged run before that."
-    text = (f"Pilot ({EF}, seeds {', '.join(map(str, PILOT_RUN_SEEDS))}): final test accuracy "
-            f"{', '.join(f'{v * 100:.2f}' for v in PILOT)} %, std {PILOT_STD * 100:.2f} points (two seeds: a rough "
-            f"estimate); n = {SEEDS} seeds per arm gives 80 % power for 'within {TOLERANCE * 100:g} point' at a true "
-            f"difference of 0 (seeds_for_margin), both arms at the pilot's std.")
+    text = PILOT.text(SEEDS, f"'within {TOLERANCE * 100:g} point'") + " Two seeds: a rough estimate of the std."
     if not run_here:
         text += (f" NOT RUN on this machine: {arms * SEEDS} runs of ~{RUN_MINUTES:g} min planned; even "
                  f"{AFFORDABLE} seeds per arm ({arms * AFFORDABLE} runs, ~{arms * AFFORDABLE * RUN_MINUTES:.0f} min) "

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from repro import claims
-from repro.claims import Claim, Evidence, Verdict
-from repro.experiments import Experiment, Scale, Setting, of_seeds, register
+from repro.claims import Claim, Evidence, Pilot, Verdict, seeds_for_margin
+from repro.experiments import Experiment, Scale, Setting, of_seeds, register, selection_incomplete
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 # Runs from older commits are listed by `repro report` as not counted.
@@ -55,23 +55,6 @@ def choose_best(value) -> Callable[[Evidence, list[str]], str | None]:
     return choose
 
 
-# -- seeds from the pilot --------------------------------------------------------------------------------------------
-
-_T80 = 0.842  # one-sided 80 % normal quantile (power 80 %)
-
-
-def seeds_for_margin(std: float, margin: float, power_quantile: float = _T80) -> int:
-    """Judging seeds per arm for the non-inferiority rule to come out "reproduced" with 80 % power when the true
-    difference is 0, both arms having seed std ``std``: the smallest n >= MIN_SEEDS with
-    (t_0.975(df) + z_0.8) * std * sqrt(2 / n) <= margin, df = 2n - 2 (Welch's df for equal stds)."""
-    if not math.isfinite(std) or std < 0:
-        raise ValueError(f"a seed std must be a finite number >= 0, got {std}")
-    n = claims.MIN_SEEDS
-    while (claims._T975[min(2 * n - 2, len(claims._T975)) - 1] + power_quantile) * std * math.sqrt(2 / n) > margin:
-        n += 1
-    return n
-
-
 # -- the claims ------------------------------------------------------------------------------------------------------
 
 def _judges(spec: Scale, value, margin: float):
@@ -80,22 +63,14 @@ def _judges(spec: Scale, value, margin: float):
         judging = [s for s in _seeds_of(ev) if s not in spec.selection_seeds and s not in PILOT_SEEDS]
         return spec.chosen(ev), of_seeds(ev, judging)
 
-    def short_of_plan(judging: Evidence, labels: list[str]) -> str | None:
-        counts = {label: len(_values(judging, label, value)) for label in labels}
-        if min(counts.values()) >= spec.seeds:
-            return None
-        return (f"{', '.join(f'{label} {n}' for label, n in counts.items())} of the {spec.seeds} planned judging "
-                f"seeds complete")
-
     def judge_match(ev: Evidence) -> Verdict:
         chosen, judging = split(ev)
         sgdol = _values(judging, SGDOL, value)
-        missing = [grid for grid, label in chosen.items() if label is None]
-        if missing:
-            return Verdict(claims.INCONCLUSIVE, claims.describe("SGDOL test acc %", sgdol, 100),
-                           f"selection incomplete: {', '.join(missing)} lack selection runs (seeds "
-                           f"{', '.join(map(str, spec.selection_seeds))})")
-        short = short_of_plan(judging, [SGDOL, *chosen.values()])
+        incomplete = selection_incomplete(spec, chosen, claims.describe("SGDOL test acc %", sgdol, 100))
+        if incomplete:
+            return incomplete
+        short = claims.short_of_plan({label: len(_values(judging, label, value))
+                                      for label in (SGDOL, *chosen.values())}, spec.seeds)
         outcomes, measured, intervals = [], [claims.describe("SGDOL test acc %", sgdol, 100)], []
         for grid, label in chosen.items():
             tuned = _values(judging, label, value)
@@ -181,9 +156,9 @@ QUICK_MARGIN = 0.01  # 1 point of accuracy at Fashion-MNIST's ~12 % error at thi
 # The pilot: the judged value (last-3 mean test accuracy) of the SGDOL cell on PILOT_SEEDS, run at RULE_COMMIT
 # before any judging run; () while it has not finished. The judging seeds follow from its std, written here (and
 # committed) before the first judging run: QUICK_SEEDS stays 3 until then.
-QUICK_PILOT: tuple[float, ...] = (0.8422000000000001, 0.8568666666666668, 0.8513666666666667)  # seeds 900-902
-QUICK_PILOT_STD = claims.mean_std(QUICK_PILOT)[1] if len(QUICK_PILOT) >= 2 else None
-QUICK_SEEDS = claims.MIN_SEEDS if QUICK_PILOT_STD is None else seeds_for_margin(QUICK_PILOT_STD, QUICK_MARGIN)
+QUICK_PILOT = Pilot("SGDOL cell", PILOT_SEEDS, (0.8422000000000001, 0.8568666666666668, 0.8513666666666667),
+                    measure="last-3 mean test accuracy", percent=True)
+QUICK_SEEDS = QUICK_PILOT.seeds_for(QUICK_MARGIN)
 
 # paper: the authors' MNIST/main.py on real MNIST (recipes/sgdol.py cites each value); grids of five half-decades
 PAPER_LRS = {"sgd": (0.01, 0.03, 0.1, 0.3, 1.0), "adam": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
@@ -205,16 +180,6 @@ def pilot_values(folder: str | Path) -> tuple[float, ...]:
     return tuple(value(r) for r in sorted(runs, key=lambda r: r.seed))
 
 
-def _pilot_text() -> str:
-    if QUICK_PILOT_STD is None:
-        return (f"Seeds: {QUICK_SEEDS} until the pilot (the SGDOL cell on seeds "
-                f"{', '.join(map(str, PILOT_SEEDS))}) has measured the seed std; no judging run before that.")
-    return (f"Pilot (SGDOL cell, seeds {', '.join(map(str, PILOT_SEEDS))}): last-3 mean test accuracy "
-            f"{', '.join(f'{v * 100:.2f}' for v in QUICK_PILOT)} %, std {QUICK_PILOT_STD * 100:.2f} points; "
-            f"n = {QUICK_SEEDS} judging seeds per arm gives 80 % power for 'reproduced' at a true difference of 0 "
-            f"with margin {QUICK_MARGIN * 100:g} point (seeds_for_margin), both arms at the pilot's std.")
-
-
 QUICK_SCALE = Scale(
     _settings(QUICK, QUICK_LRS, sgdol_minutes=7.0), seeds=QUICK_SEEDS, minutes_per_run=4.0,
     selection_seeds=SELECTION_SEEDS, choose=choose_best(judged_accuracy(QUICK_LAST)), why=(
@@ -226,7 +191,8 @@ QUICK_SCALE = Scale(
         "1.67 points at the last epoch, 0.9 over the last 3). Baseline grids (half decades: SGD 0.03-1, Adam "
         "3e-4-3e-3, AdaGrad 1e-3-3e-2) are widened around the earlier runs' best, which sat at the edges of "
         "their grids then; each grid is run on seed 0, its best cell chosen there and judged with SGDOL on "
-        "fresh seeds. Margin 1 point. " + _pilot_text()))
+        "fresh seeds. Margin 1 point. "
+        + QUICK_PILOT.text(QUICK_SEEDS, f"'reproduced' with margin {QUICK_MARGIN * 100:g} point")))
 PAPER_SCALE = Scale(
     _settings(PAPER, PAPER_LRS, sgdol_minutes=6.0), seeds=PAPER_SEEDS, minutes_per_run=3.0,
     selection_seeds=SELECTION_SEEDS, choose=choose_best(judged_accuracy(1)), why=(
