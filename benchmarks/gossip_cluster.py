@@ -21,14 +21,14 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from repro import emulated_cluster as cluster
+
+import multinode  # benchmarks/ is sys.path[0] when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
 SUBNET = "10.78.0"  # private to the namespaces (NodePair's 10.77.0 may exist beside it)
@@ -84,37 +84,6 @@ class NodeStar(cluster.NodePair):
                 self._shape(self.switch, port)  # what it receives
 
 
-def run_job(star: NodeStar, argv: list[str], port: int, out: Path, timeout: float) -> dict:
-    """One `repro run` on every node; returns whole-process seconds and node 0's last metrics row."""
-    env = {**cluster.clean_environment(), "OMP_NUM_THREADS": "1"}
-    procs, start = [], time.perf_counter()
-    try:
-        for node in range(star.nodes):
-            cmd = [sys.executable, "-m", "repro", "run", *argv, "--machines", "1", "--out", str(out / f"node{node}"),
-                   "--nodes", str(star.nodes), "--node-rank", str(node), "--master-addr", star.addresses[0],
-                   "--master-port", str(port), "--quiet"]
-            log = open(out / f"node{node}.log", "w")
-            procs.append((subprocess.Popen(star.command(node, cmd), cwd=REPO, env=env, stdout=log,
-                                           stderr=subprocess.STDOUT), log))
-        for p, _ in procs:
-            p.wait(timeout=max(1.0, start + timeout - time.perf_counter()))
-        seconds = time.perf_counter() - start
-    finally:
-        for p, log in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            log.close()
-    for node, (p, _) in enumerate(procs):
-        if p.returncode != 0:
-            tail = "\n".join((out / f"node{node}.log").read_text(errors="replace").splitlines()[-15:])
-            raise SystemExit(f"node {node} of {' '.join(argv)} exited {p.returncode}:\n{tail}")
-    metrics = list((out / "node0").rglob("metrics.csv"))
-    if len(metrics) != 1:
-        raise SystemExit(f"expected one run folder from node 0, found {len(metrics)}")
-    return {"seconds": seconds, "last": pd.read_csv(metrics[0]).iloc[-1]}
-
-
 def _stop(signum, frame):
     raise KeyboardInterrupt  # SIGTERM/SIGHUP: unwind through the clean-up like Ctrl-C
 
@@ -149,7 +118,7 @@ def main() -> None:
     if load > 0.5:
         print(f"warning: load average {load:.1f}: the seconds mean something only on a quiet machine", flush=True)
     rows, job = [], 0
-    common = ["--max-steps", str(args.steps), "--eval-batches", "1"]
+    common = ["--max-steps", str(args.steps), "--eval-batches", "1", "--machines", "1", "--run-opt", "quiet=true"]
     try:
         with NodeStar(args.nodes, rate=rate) as star, tempfile.TemporaryDirectory(prefix="repro-gossip-") as tmp:
             for repeat in range(args.repeats):
@@ -157,8 +126,8 @@ def main() -> None:
                     for policy, flags in POLICIES.items():
                         out = Path(tmp) / f"job{job}"
                         out.mkdir()
-                        result = run_job(star, [*TASKS[task], *flags, *common], 29500 + 10 * (job % 200), out,
-                                         args.timeout)
+                        result = multinode.time_job(star, [*TASKS[task], *flags, *common], 29500 + 10 * (job % 200),
+                                                    out, args.timeout)
                         job += 1
                         last = result["last"]
                         steps = int(last["iteration"])

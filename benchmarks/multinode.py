@@ -3,7 +3,7 @@
     python benchmarks/multinode.py --data-dir ../shared/data/ptb --steps 96 --rate 100mbit --interval 16
 
 Two network namespaces on this machine stand in for two nodes, joined by a veth pair that a token bucket
-(`tc ... tbf`) holds to --rate on both ends (tests/netns.py; run as root, with iproute2). One `repro run` runs in each
+(`tc ... tbf`) holds to --rate on both ends (repro/emulated_cluster.py; run as root, with iproute2). One `repro run` runs in each
 namespace as node 0 and node 1 (--machines workers each, gloo on CPU), first with gradient all-reduce every step
 (--algo naive-parallel-clip: DDP's bucketed all-reduce), then with CELGC averaging every --interval steps, for the
 same --steps per worker (--with-flat: then every-step with one flat all-reduce after backward, nothing overlapped).
@@ -16,7 +16,6 @@ anything left running in them) are removed on exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -26,37 +25,30 @@ from pathlib import Path
 
 import pandas as pd
 
+from repro import emulated_cluster as netns
+
 REPO = Path(__file__).resolve().parents[1]
 TASK_ARGS = ["--eval-batches", "1", "--run-opt", "quiet=true"]
 
 
-def _netns():
-    """The test suite's namespace helper (tests/ is no package: load the file)."""
-    spec = importlib.util.spec_from_file_location("repro_bench_netns", REPO / "tests" / "netns.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_job(pair, netns, args, algo: list[str], port: int, out: Path) -> dict:
-    """Both nodes of one job; returns whole-process seconds and node 0's last metrics row."""
+def time_job(nodes, argv: list[str], port: int, out: Path, timeout: float) -> dict:
+    """`repro run ARGV` on every node of ``nodes`` (an emulated NodePair or NodeStar: its ``addresses`` and
+    ``command``) as one multi-node job, node k writing under out/nodeK; returns the whole process's seconds (every
+    node started until every node exited) and node 0's last metrics row. A failed node ends the benchmark with the
+    tail of its log; nodes still running at the timeout are killed."""
     env = {**netns.clean_environment(), "OMP_NUM_THREADS": "1"}
-    procs = []
-    start = time.perf_counter()
+    count = len(nodes.addresses)
+    procs, start = [], time.perf_counter()
     try:
-        for rank in (0, 1):
-            cmd = [sys.executable, "-m", "repro", "run", args.task, "--preset", args.preset,
-                   "--machines", str(args.machines), "--run-opt", "nodes=2", "--run-opt", f"node_rank={rank}",
-                   "--run-opt", f"master_addr={pair.addresses[0]}", "--run-opt", f"master_port={port}",
-                   "--max-steps", str(args.steps), *TASK_ARGS, "--out", str(out / f"node{rank}"), *algo]
-            if args.data_dir:
-                cmd += ["--data-dir", args.data_dir]
-            log = open(out / f"node{rank}.log", "w")
-            procs.append((subprocess.Popen(pair.command(rank, cmd), cwd=REPO, env=env, stdout=log,
+        for node in range(count):
+            rendezvous = {"nodes": count, "node_rank": node, "master_addr": nodes.addresses[0], "master_port": port}
+            cmd = [sys.executable, "-m", "repro", "run", *argv, "--out", str(out / f"node{node}"),
+                   *(flag for key, value in rendezvous.items() for flag in ("--run-opt", f"{key}={value}"))]
+            log = open(out / f"node{node}.log", "w")
+            procs.append((subprocess.Popen(nodes.command(node, cmd), cwd=REPO, env=env, stdout=log,
                                            stderr=subprocess.STDOUT), log))
-        deadline = start + args.timeout
         for p, _ in procs:
-            p.wait(timeout=max(1.0, deadline - time.perf_counter()))
+            p.wait(timeout=max(1.0, start + timeout - time.perf_counter()))
         seconds = time.perf_counter() - start
     finally:
         for p, log in procs:
@@ -64,14 +56,21 @@ def run_job(pair, netns, args, algo: list[str], port: int, out: Path) -> dict:
                 p.kill()
                 p.wait()
             log.close()
-    for rank, (p, _) in enumerate(procs):
+    for node, (p, _) in enumerate(procs):
         if p.returncode != 0:
-            tail = "\n".join((out / f"node{rank}.log").read_text(errors="replace").splitlines()[-15:])
-            raise SystemExit(f"node {rank} of {' '.join(algo)} exited {p.returncode}:\n{tail}")
-    metrics = list((out / "node0" / args.task).glob("*/metrics.csv"))
+            tail = "\n".join((out / f"node{node}.log").read_text(errors="replace").splitlines()[-15:])
+            raise SystemExit(f"node {node} of {' '.join(argv)} exited {p.returncode}:\n{tail}")
+    metrics = list((out / "node0").rglob("metrics.csv"))
     if len(metrics) != 1:
         raise SystemExit(f"expected one run folder from node 0, found {len(metrics)}")
     return {"seconds": seconds, "last": pd.read_csv(metrics[0]).iloc[-1]}
+
+
+def run_job(pair, args, algo: list[str], port: int, out: Path) -> dict:
+    """Both nodes of one job of the parsed ``args`` (cluster_arguments) with the sync flags ``algo``."""
+    argv = [args.task, "--preset", args.preset, "--machines", str(args.machines), "--max-steps", str(args.steps),
+            *TASK_ARGS, *algo, *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    return time_job(pair, argv, port, out, args.timeout)
 
 
 def _stop(signum, frame):
@@ -101,7 +100,6 @@ def main() -> None:
     args = parser.parse_args()
     rate = f"{args.rate}mbit" if args.rate.replace(".", "", 1).isdigit() else args.rate
 
-    netns = _netns()
     reason = netns.unavailable()
     if reason:
         raise SystemExit(f"multinode: {reason}")
@@ -118,7 +116,7 @@ def main() -> None:
                 for i, (name, algo) in enumerate(configs):
                     out = Path(tmp) / f"job{repeat}-{i}"
                     out.mkdir()
-                    result = run_job(pair, netns, args, algo, 29500 + 10 * i + 100 * (repeat % 2), out)
+                    result = run_job(pair, args, algo, 29500 + 10 * i + 100 * (repeat % 2), out)
                     last = result["last"]
                     rows.append({"sync": name, "repeat": repeat, "steps": int(last["iteration"]),
                                  "workers": 2 * args.machines, "rate": rate, "process_s": result["seconds"],

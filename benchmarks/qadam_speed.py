@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     args.interval = 0  # multinode.run_job reads the parsed arguments it knows
     rate = f"{args.rate}mbit" if args.rate.replace(".", "", 1).isdigit() else args.rate
-    netns = multinode._netns()
+    netns = multinode.netns
     reason = netns.unavailable()
     if reason:
         raise SystemExit(f"qadam_speed: {reason}")
@@ -55,7 +55,7 @@ def main() -> None:
             for i, (name, algo) in enumerate(configs):
                 out = Path(tmp) / f"job{i}"
                 out.mkdir()
-                result = multinode.run_job(pair, netns, args, algo, 29600 + 10 * i, out)
+                result = multinode.run_job(pair, args, algo, 29600 + 10 * i, out)
                 last = result["last"]
                 steps = int(last["iteration"])
                 rows.append({"sync": name, "steps": steps, "workers": 2 * args.machines, "rate": rate,
