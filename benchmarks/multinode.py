@@ -3,8 +3,8 @@
     python benchmarks/multinode.py --data-dir ../shared/data/ptb --steps 96 --rate 100mbit --interval 16
 
 Two network namespaces on this machine stand in for two nodes, joined by a veth pair that a token bucket
-(`tc ... tbf`) holds to --rate on both ends (repro/emulated_cluster.py; run as root, with iproute2). One `repro run` runs in each
-namespace as node 0 and node 1 (--machines workers each, gloo on CPU), first with gradient all-reduce every step
+(`tc ... tbf`) holds to --rate on both ends (repro/emulated_cluster.py; run as root, with iproute2). One `repro run`
+runs in each namespace as node 0 and node 1 (--machines workers each, gloo on CPU), first with gradient all-reduce every step
 (--algo naive-parallel-clip: DDP's bucketed all-reduce), then with CELGC averaging every --interval steps, for the
 same --steps per worker (--with-flat: then every-step with one flat all-reduce after backward, nothing overlapped).
 The workers of one node talk over its loopback at full speed; only traffic between the nodes crosses the slow link,

@@ -35,7 +35,6 @@ def main() -> None:
                              "offline CIFAR-10 JPEG copy")
     parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "qadam_speed.csv")
     args = parser.parse_args()
-    args.interval = 0  # multinode.run_job reads the parsed arguments it knows
     rate = f"{args.rate}mbit" if args.rate.replace(".", "", 1).isdigit() else args.rate
     netns = multinode.netns
     reason = netns.unavailable()
