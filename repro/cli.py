@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -539,20 +540,33 @@ def _execute(config, run_dir: Optional[Path], identity: str, resume_from: Option
     from repro import runlog
     from repro.launch import WorkersFailed, launch
 
-    alive = runlog.hold(run_dir) if run_dir is not None else None  # `repro resume` refuses while this lives
-    spec = {**config.to_dict(), "run_dir": str(run_dir) if run_dir else None, "quiet": quiet, "identity": identity,
-            "resume_from": str(resume_from) if resume_from else None, **saving}
+    alive = None
     try:
+        alive = runlog.hold(run_dir) if run_dir is not None else None  # `repro resume` refuses while this lives
+        spec = {**config.to_dict(), "run_dir": str(run_dir) if run_dir else None, "quiet": quiet,
+                "identity": identity, "resume_from": str(resume_from) if resume_from else None, **saving}
         last = launch(spec, machines=config.train.machines, nodes=nodes, node_rank=node_rank,
                       master_addr=master_addr, master_port=master_port, run_id=run_id)
     except WorkersFailed as e:
         if run_dir is not None:
             runlog.write_status(run_dir, "failed", reason=str(e))
         raise
+    except KeyboardInterrupt:  # Ctrl-C before the workers could take it
+        last = {"status": "interrupted", "signal": 2, "epochs_done": 0}
     finally:
         if alive is not None:
             alive.close()
+    if (last or {}).get("status") == "interrupted" and _nothing_to_resume(run_dir, resume_from, nodes):
+        shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first checkpoint: a rerun starts afresh
+        run_dir, last = None, {**last, "removed": True}
     _finish(last, run_dir, config, quiet, report)
+
+
+def _nothing_to_resume(run_dir: Optional[Path], resume_from: Optional[Path], nodes: int) -> bool:
+    """A new run folder on a single node that holds no checkpoint (its stop came before the first one)."""
+    from repro import checkpoint
+
+    return run_dir is not None and resume_from is None and nodes == 1 and checkpoint.newest(run_dir) is None
 
 
 def _resume_run(run_dir: Path, epochs: Optional[int], quiet: bool, report: Optional[Path], nodes: int = 1,
@@ -648,9 +662,13 @@ def _make_run_dir(config, out: Path, identity: str, world: int, nodes: int, quie
     from repro import runlog
 
     run_dir = runlog.new_run_dir(out, config.task.name, f"{config.label(world)}_{identity}")
-    runlog.write_json(run_dir / "config.json", {**config.to_dict(), "identity": identity, "world_size": world,
-                                                "nodes": nodes, "environment": runlog.environment()})
-    runlog.write_status(run_dir, "running")
+    try:
+        runlog.write_json(run_dir / "config.json", {**config.to_dict(), "identity": identity, "world_size": world,
+                                                    "nodes": nodes, "environment": runlog.environment()})
+        runlog.write_status(run_dir, "running")
+    except KeyboardInterrupt:  # a folder half written is no run
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if not quiet:
         typer.echo(f"run {run_dir}", err=True)
     if report is not None:
@@ -665,10 +683,12 @@ def _finish(last: dict, run_dir: Optional[Path], config, quiet: bool, report: Op
     if run_dir is not None:
         runlog.write_status(run_dir, status)
     if status == "interrupted":
-        if report is not None and run_dir is not None:
-            runlog.write_json(report, {"run_dir": str(run_dir), "status": "interrupted"})
+        if report is not None:
+            runlog.write_json(report, {"run_dir": str(run_dir) if run_dir else None, "status": "interrupted"})
         signum = int((last or {}).get("signal") or 15)
-        where = f"; resume with: repro resume {run_dir}" if run_dir is not None else ""
+        where = (f"; resume with: repro resume {run_dir}" if run_dir is not None
+                 else "; it had no checkpoint yet, so its folder is removed: run it again" if last.get("removed")
+                 else "")
         done = (last or {}).get("epochs_done", 0)
         when = f"at step {last['step']} in epoch {done + 1}" if (last or {}).get("step") else f"after epoch {done}"
         print(f"repro: interrupted by {_signal_name(signum)} {when}{where}", file=sys.stderr)
@@ -1034,7 +1054,15 @@ def main() -> None:
 def _main() -> int:
     """The command's exit code: 0 done, 1 a failed run, 2 a usage error, 130/143 interrupted."""
     command = typer.main.get_command(app)
-    return _exit_code(lambda: command.main(sys.argv[1:] or ["--help"], prog_name="repro", standalone_mode=False))
+    returned = []
+    code = _exit_code(lambda: returned.append(command.main(sys.argv[1:] or ["--help"], prog_name="repro",
+                                                           standalone_mode=False)))
+    # Outside standalone mode Typer returns (not raises) an Exit's code; a Ctrl-C that lands outside repro's own
+    # handlers becomes Exit(130) there. No command returns an int of its own (they raise SystemExit).
+    exit_code = returned[0] if returned and type(returned[0]) is int else 0
+    if not code and exit_code == 130:
+        print("repro: interrupted by SIGINT", file=sys.stderr)
+    return code or exit_code
 
 
 def _exit_code(command) -> int:
@@ -1048,6 +1076,7 @@ def _exit_code(command) -> int:
         print(f"repro: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("repro: interrupted by SIGINT", file=sys.stderr)
         return 130
     except SystemExit as e:  # raised on purpose (an interrupted run: 130/143), returned as the code
         if isinstance(e.code, str):

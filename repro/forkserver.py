@@ -51,17 +51,30 @@ def run_in_server_child(target, *args) -> int | None:
     state = {name: getattr(server, name) for name in _CLIENT_STATE if hasattr(server, name)}
     if not state.get("_forkserver_address") or not hasattr(server, "_forkserver_alive_fd"):
         return None
-    child = multiprocessing.get_context("forkserver").Process(
-        target=_server_child, name="repro-launcher", args=(state, dict(os.environ), os.getcwd(), target, args))
-    child.start()
+    context = multiprocessing.get_context("forkserver")
+    ready = context.Event()  # set by the child once a signal would reach its own handlers
+    child = context.Process(target=_server_child, name="repro-launcher",
+                            args=(state, dict(os.environ), os.getcwd(), ready, target, args))
+    # A signal that comes before the child is ready is kept and passed on once it is: until then the child still
+    # ignores SIGINT, as the server does, and a Ctrl-C would be lost while the child ran on.
+    waiting, pending = [True], []
 
     def forward(signum, frame):
-        if child.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signum)
+        if waiting[0]:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        child.start()
+        while not ready.wait(0.05) and child.is_alive():
+            pass
+        waiting[0] = False
+        for signum in pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
         child.join()
     finally:
         for signum, handler in previous.items():
@@ -69,7 +82,7 @@ def run_in_server_child(target, *args) -> int | None:
     return child.exitcode if child.exitcode >= 0 else 128 - child.exitcode
 
 
-def _server_child(state: dict, environ: dict, cwd: str, target, args) -> None:
+def _server_child(state: dict, environ: dict, cwd: str, ready, target, args) -> None:
     global _joined_server
     server = multiprocessing.forkserver._forkserver
     for name, value in state.items():
@@ -82,11 +95,17 @@ def _server_child(state: dict, environ: dict, cwd: str, target, args) -> None:
     from repro.process_exit import exit_process
     from repro.worker import die_with_parent  # preloaded: no import here
 
-    die_with_parent()
-    with contextlib.suppress(OSError):
-        with open("/proc/self/comm", "w") as comm:
-            comm.write("repro-launcher")
-    exit_process(target(*args))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the server ignores it; this child stops on it
+    try:
+        ready.set()
+        die_with_parent()
+        with contextlib.suppress(OSError):
+            with open("/proc/self/comm", "w") as comm:
+                comm.write("repro-launcher")
+        code = target(*args)
+    except KeyboardInterrupt:  # Ctrl-C passed on before ``target`` could take it: interrupted, not failed
+        code = 130
+    exit_process(code)
 
 
 def _server_is_running() -> None:

@@ -124,6 +124,7 @@ def _run_in_process(spec: dict, log_dir: Path) -> dict:
 
 def _launch_local(spec: dict, machines: int, log_dir: Path) -> dict:
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std, start_processes
+    from torch.distributed.elastic.multiprocessing.api import SignalException
 
     private = Path(tempfile.mkdtemp(prefix="repro-store-"))  # mode 0700: only this user reaches the store
     envs = {r: {"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(machines), "LOCAL_WORLD_SIZE": str(machines),
@@ -133,15 +134,19 @@ def _launch_local(spec: dict, machines: int, log_dir: Path) -> dict:
     logs = DefaultLogsSpecs(log_dir=str(private / "elastic"),
                             redirects={r: Std.NONE if r == 0 else Std.ALL for r in range(machines)})
     _quiet_launcher_logs()
-    context = start_processes(name="repro-worker", entrypoint=worker_main, args={r: (spec,) for r in range(machines)},
-                              envs=envs, logs_specs=logs, start_method=_start_method())
-    forwarded = _forward_stop_signals(context)
+    forwarded, context = _forward_stop_signals(), None  # a signal while the workers start is kept, then passed on
     try:
+        context = start_processes(name="repro-worker", entrypoint=worker_main,
+                                  args={r: (spec,) for r in range(machines)}, envs=envs, logs_specs=logs,
+                                  start_method=_start_method())
+        forwarded.attach(context)
         result, stopped = None, set()
         while result is None:
             stopped.update(_stopped_ranks(context))  # seen stopped (SIGSTOP): the others will time out on it
             result = context.wait(timeout=1.0, period=0.05)  # torch polls every 1 s by default: up to 1 s late
         if result.is_failed():
+            if forwarded.first is not None:  # told to stop, some worker before it could take the signal
+                return {"status": "interrupted", "signal": forwarded.signum, "epochs_done": 0}
             hung = sorted(stopped)
             if hung:
                 for pid in context.pids().values():
@@ -156,9 +161,12 @@ def _launch_local(spec: dict, machines: int, log_dir: Path) -> dict:
             _collect_logs(private / "elastic", log_dir)
             raise WorkersFailed(_failure_message(rank, exitcodes[rank], _rank_log(log_dir, rank)))
         return result.return_values.get(0) or {}
+    except SignalException as e:  # from torch's handlers, while start_processes had them in place
+        return {"status": "interrupted", "signal": int(e.sigval), "epochs_done": 0}
     finally:
         forwarded.restore()
-        context.close()  # stops every worker still running (SIGTERM, then SIGKILL)
+        if context is not None:
+            context.close()  # stops every worker still running (SIGTERM, then SIGKILL)
         _collect_logs(private / "elastic", log_dir)
         shutil.rmtree(private, ignore_errors=True)
 
@@ -166,25 +174,36 @@ def _launch_local(spec: dict, machines: int, log_dir: Path) -> dict:
 class _forward_stop_signals:
     """While the workers run, SIGTERM/SIGINT to the launcher go to the workers, which stop after the current step
     and return "interrupted" (a scheduler or `kill` may signal only the launcher); a second signal more than 2 s
-    later stops them at once."""
+    later stops them at once. A signal that comes before the workers exist is passed on when they do."""
 
-    def __init__(self, context):
+    def __init__(self):
         import signal
 
-        self.context, self.first = context, None
+        self.context, self.first, self.signum = None, None, None
         self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def attach(self, context) -> None:
+        import signal
+
+        self.context = context
+        for signum in self.previous:  # starting the workers installed torch's handlers (they raise SignalException)
+            signal.signal(signum, self._handle)
+        if self.signum is not None:
+            for pid in context.pids().values():
+                _kill(pid, self.signum)
 
     def _handle(self, signum, frame):
         import signal
 
         now = time.monotonic()
-        if self.first is not None and now - self.first > 2.0:
+        if self.first is not None and now - self.first > 2.0 and self.context is not None:
             for pid in self.context.pids().values():
                 _kill(pid, signal.SIGKILL)
             return
-        self.first = self.first or now
-        for pid in self.context.pids().values():
-            _kill(pid, signum)
+        self.first, self.signum = self.first or now, self.signum or signum
+        if self.context is not None:
+            for pid in self.context.pids().values():
+                _kill(pid, signum)
 
     def restore(self) -> None:
         import signal
