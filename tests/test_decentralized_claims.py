@@ -72,6 +72,25 @@ def test_dpsgd_tracks_is_non_inferiority_of_the_final_training_loss():
     assert judge(ev(0.70)).outcome == claims.NOT_REPRODUCED
 
 
+def test_dpsgd_tracks_n8_judges_fresh_seeds_only_its_pilots_seeds_never():
+    scale = EXPERIMENTS.get("dpsgd-fashion-mnist-n8").scales["quick"]
+    judged = scale.judging_seeds()
+    assert judged[0] == max(dpsgd.PILOT_N8.seeds) + 1 and len(judged) == dpsgd.TRACK_SEEDS_N8
+    assert not set(judged) & set(dpsgd.PILOT_N8.seeds)
+    judge = EXPERIMENTS.get("dpsgd-fashion-mnist-n8").claims[0].judge
+
+    def ev(seeds, ring: float) -> Evidence:
+        return Evidence({dpsgd.EVERY: [_run(s, trainset_loss=[1.0, 0.50 + 0.001 * (s % 3)]) for s in seeds],
+                         dpsgd.RING: [_run(s, trainset_loss=[1.0, ring + 0.001 * (s % 3)], consensus_distance=[0.1, 0.05])
+                                      for s in seeds]})
+    pilot_only = judge(ev(dpsgd.PILOT_N8.seeds, 0.50))
+    assert pilot_only.outcome == claims.INCONCLUSIVE and f"0 of {dpsgd.TRACK_SEEDS_N8}" in pilot_only.detail
+    assert judge(ev([*dpsgd.PILOT_N8.seeds, *judged], 0.50)).outcome == claims.REPRODUCED
+    assert judge(ev([*dpsgd.PILOT_N8.seeds, *judged[:-1]], 0.50)).outcome == claims.INCONCLUSIVE
+    # N = 4 keeps its first plan: seeds 0-2, sized on the N = 4 pilot
+    assert EXPERIMENTS.get("dpsgd-fashion-mnist-n4").scales["quick"].judging_seeds() == [0, 1, 2]
+
+
 def test_dpsgd_large_lr_counts_seeds_at_chance_and_training():
     def ev(every_fails_from: float, ring_fails_from: float) -> Evidence:
         runs = {}

@@ -44,6 +44,7 @@ class Scale:
     why: str = ""  # why this setting: written before any of its runs, never retuned to agree with a paper
     launcher: str = ""  # "" = `repro run` per cell; "emulated-cluster" = each cell on two emulated nodes
     selection_seeds: tuple[int, ...] = (0,)  # where the settings of a grid run before one of them is chosen
+    first_seed: int = 0  # a scale without grids judges seeds first_seed ..; those below it were a pilot's
     # (evidence of the selection seeds' runs, a grid's labels in grid order) -> the chosen label, or None while a
     # selection run is missing; required when the scale has grids
     choose: Callable[[Evidence, list[str]], str | None] | None = None
@@ -58,8 +59,8 @@ class Scale:
 
     def judging_seeds(self, seeds: int | None = None) -> list[int]:
         """The ``seeds`` (default: the scale's) fresh seeds the claims judge: the first ones after the selection
-        seeds when the scale has grids, else 0 .. seeds-1."""
-        start = max(self.selection_seeds) + 1 if self.grids() else 0
+        seeds when the scale has grids, else first_seed .. first_seed + seeds - 1."""
+        start = max(self.selection_seeds) + 1 if self.grids() else self.first_seed
         return list(range(start, start + (seeds or self.seeds)))
 
     def chosen(self, ev: Evidence) -> dict[str, str | None]:
