@@ -43,7 +43,7 @@ TRACK_SEEDS = PILOT.seeds_for(TRACK_TOLERANCE)
 PILOT_N8 = claims.Pilot("every-step N = 8, the noisier arm", (0, 1, 2), (0.58765, 0.66553, 0.59884),
                         measure="final training loss", unit=" nats", where="results/dpsgd-fashion-mnist-n8/quick")
 TRACK_SEEDS_N8 = PILOT_N8.seeds_for(TRACK_TOLERANCE)
-RULE_COMMIT_N8 = "3a03904662b7765edecbd136a37cdef53380e27c"  # the commit that made the second plan (written in the commit after it)
+RULE_COMMIT_N8 = "3a03904662b7765edecbd136a37cdef53380e27c"  # the second plan (its own commit)
 FINAL_LOSS = last_mean("trainset_loss", 1, failed=math.inf)
 
 
