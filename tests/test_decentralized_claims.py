@@ -81,8 +81,8 @@ def test_dpsgd_tracks_n8_judges_fresh_seeds_only_its_pilots_seeds_never():
 
     def ev(seeds, ring: float) -> Evidence:
         return Evidence({dpsgd.EVERY: [_run(s, trainset_loss=[1.0, 0.50 + 0.001 * (s % 3)]) for s in seeds],
-                         dpsgd.RING: [_run(s, trainset_loss=[1.0, ring + 0.001 * (s % 3)], consensus_distance=[0.1, 0.05])
-                                      for s in seeds]})
+                         dpsgd.RING: [_run(s, trainset_loss=[1.0, ring + 0.001 * (s % 3)],
+                                           consensus_distance=[0.1, 0.05]) for s in seeds]})
     pilot_only = judge(ev(dpsgd.PILOT_N8.seeds, 0.50))
     assert pilot_only.outcome == claims.INCONCLUSIVE and f"0 of {dpsgd.TRACK_SEEDS_N8}" in pilot_only.detail
     assert judge(ev([*dpsgd.PILOT_N8.seeds, *judged], 0.50)).outcome == claims.REPRODUCED

@@ -79,7 +79,8 @@ def tracks_why(workers: int) -> str:
             f"batch 25 per worker, 6,000 training images, 3 epochs ({steps} steps), 2,000 test images; DPSGD on a "
             f"ring (W = 1/3 on self and each neighbour, gradient at the un-mixed model) against every-step "
             f"all-reduce. Judged: the final training loss of the evaluated model (the workers' average), "
-            f"tolerance 0.05 nats (DPSGD no worse by more), fixed before any run. ~{1.5 if workers == 4 else 2.0} min a run (estimate). "
+            f"tolerance 0.05 nats (DPSGD no worse by more), fixed before any run. "
+            f"~{1.5 if workers == 4 else 2.0} min a run (estimate). "
             + (PILOT.text(TRACK_SEEDS, "'reproduced'") if workers == 4 else
                "Second plan: the first (3 seeds, sized on the N = 4 pilot) came out inconclusive because every-step's "
                "seed spread at N = 8 is three times N = 4's, so seeds 0-2 of both arms are now the pilot, never "
