@@ -833,7 +833,7 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
         return
     folder = exp.folder(results, scale)
     check_writable(folder)
-    _refuse_uncounted_runs(exp, scale, results, folder, dry_run, echo)
+    _refuse_uncounted_runs(exp, scale, seeds, results, folder, dry_run, echo)
     code, ran = 0, set()
     while True:  # the selection runs of a grid decide which judging runs exist: run, then look again
         ev, done = evidence(exp, scale, results, _setting_key)
@@ -865,13 +865,19 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
         raise SystemExit(code)
 
 
-def _refuse_uncounted_runs(exp, scale: str, results: Path, folder: Path, dry_run: bool, echo) -> None:
+def _refuse_uncounted_runs(exp, scale: str, seeds: Optional[int], results: Path, folder: Path, dry_run: bool,
+                           echo) -> None:
     """Runs made before a claim's rule commit keep their cells' identities, so they would be skipped as done while
-    the report drops them: refuse (a dry run only warns) until they are moved aside."""
+    the report drops them: refuse (a dry run only warns) until they are moved aside. Runs on seeds the plan does not
+    run (an earlier plan's seeds that a new plan took as its pilot) take no cell's place and stay where they are."""
     from repro.experiments import evidence
     from repro.report import uncounted_runs
 
-    stale = uncounted_runs(exp, evidence(exp, scale, results, _setting_key)[0], results)
+    spec = exp.scales[scale]
+    planned = set(spec.judging_seeds(seeds)) | (set(spec.selection_seeds) if spec.grids() else set())
+    ev = evidence(exp, scale, results, _setting_key)[0]
+    seed_of = {run.path: run.seed for runs in ev.runs.values() for run in runs}
+    stale = [(path, why) for path, why in uncounted_runs(exp, ev, results) if seed_of.get(path) in planned]
     if not stale:
         return
     (path, why), more = stale[0], f" and {len(stale) - 1} more" if len(stale) > 1 else ""

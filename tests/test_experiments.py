@@ -120,3 +120,16 @@ def test_reproduce_refuses_complete_runs_no_claim_counts(tmp_path):
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     dry = run_repro("reproduce", "celgc-ptb", "--scale", "quick", "--results", tmp_path, "--dry-run")
     assert dry.returncode == 0 and "warning:" in dry.stderr
+
+
+def test_reproduce_leaves_a_new_plans_pilot_runs_alone(tmp_path):
+    """DPSGD-tracks N = 8's second plan took the first plan's seeds 0-2 (runs older than its rule commit) as its
+    pilot and judges seeds 3 on: those runs take no planned cell's place, so reproduce neither refuses nor warns."""
+    import shutil
+    from pathlib import Path
+
+    old = Path(__file__).resolve().parents[1] / "results" / "dpsgd-fashion-mnist-n8" / "quick"
+    shutil.copytree(old, tmp_path / "dpsgd-fashion-mnist-n8" / "quick")
+    dry = run_repro("reproduce", "dpsgd-fashion-mnist-n8", "--scale", "quick", "--results", tmp_path, "--dry-run")
+    assert dry.returncode == 0 and "warning:" not in dry.stderr, dry.stderr
+    assert "26 to run" in dry.stderr and "--seed 3 " in dry.stderr and "--seed 0 " not in dry.stderr
