@@ -128,8 +128,16 @@ def test_reproduce_leaves_a_new_plans_pilot_runs_alone(tmp_path):
     import shutil
     from pathlib import Path
 
-    old = Path(__file__).resolve().parents[1] / "results" / "dpsgd-fashion-mnist-n8" / "quick"
-    shutil.copytree(old, tmp_path / "dpsgd-fashion-mnist-n8" / "quick")
+    import json
+
+    from repro.experiments import dpsgd
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "dpsgd-fashion-mnist-n8" / "quick"
+    pilot = [c.parent for c in committed.glob("*/*/config.json")
+             if json.loads(c.read_text())["train"]["seed"] in dpsgd.PILOT_N8.seeds]
+    assert len(pilot) == 6  # both arms on seeds 0-2
+    for run in pilot:
+        shutil.copytree(run, tmp_path / "dpsgd-fashion-mnist-n8" / "quick" / run.parent.name / run.name)
     dry = run_repro("reproduce", "dpsgd-fashion-mnist-n8", "--scale", "quick", "--results", tmp_path, "--dry-run")
     assert dry.returncode == 0 and "warning:" not in dry.stderr, dry.stderr
     assert "26 to run" in dry.stderr and "--seed 3 " in dry.stderr and "--seed 0 " not in dry.stderr
