@@ -13,6 +13,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import sys
 
 PRELOAD = ["repro.worker", "torch._dynamo", "repro._forkserver_guard"]
 
@@ -57,10 +58,10 @@ def run_in_server_child(target, *args) -> int | None:
                             args=(state, dict(os.environ), os.getcwd(), ready, target, args))
     # A signal that comes before the child is ready is kept and passed on once it is: until then the child still
     # ignores SIGINT, as the server does, and a Ctrl-C would be lost while the child ran on.
-    waiting, pending = [True], []
+    waiting, pending = True, []
 
     def forward(signum, frame):
-        if waiting[0]:
+        if waiting:
             pending.append(signum)
             return
         with contextlib.suppress(ProcessLookupError):
@@ -71,7 +72,7 @@ def run_in_server_child(target, *args) -> int | None:
         child.start()
         while not ready.wait(0.05) and child.is_alive():
             pass
-        waiting[0] = False
+        waiting = False
         for signum in pending:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signum)
@@ -104,6 +105,7 @@ def _server_child(state: dict, environ: dict, cwd: str, ready, target, args) -> 
                 comm.write("repro-launcher")
         code = target(*args)
     except KeyboardInterrupt:  # Ctrl-C passed on before ``target`` could take it: interrupted, not failed
+        print("repro: interrupted by SIGINT", file=sys.stderr)
         code = 130
     exit_process(code)
 
