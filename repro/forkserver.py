@@ -47,18 +47,9 @@ def run_in_server_child(target, *args) -> int | None:
     this process's environment and folder; SIGINT and SIGTERM sent here are passed on to it. None when this
     Python's forkserver cannot be asked by such a process (its client state is not where this module expects it):
     then the caller does the work itself."""
-    start_method()
-    server = multiprocessing.forkserver._forkserver
-    state = {name: getattr(server, name) for name in _CLIENT_STATE if hasattr(server, name)}
-    if not state.get("_forkserver_address") or not hasattr(server, "_forkserver_alive_fd"):
-        return None
-    context = multiprocessing.get_context("forkserver")
-    ready = context.Event()  # set by the child once a signal would reach its own handlers
-    child = context.Process(target=_server_child, name="repro-launcher",
-                            args=(state, dict(os.environ), os.getcwd(), ready, target, args))
-    # A signal that comes before the child is ready is kept and passed on once it is: until then the child still
-    # ignores SIGINT, as the server does, and a Ctrl-C would be lost while the child ran on.
-    waiting, pending = True, []
+    # Forwarding is installed first: a signal that comes before the child is ready is kept and passed on once it is.
+    # Until then the child still ignores SIGINT, as the server does, and a Ctrl-C would be lost while it ran on.
+    waiting, pending, child = True, [], None
 
     def forward(signum, frame):
         if waiting:
@@ -69,6 +60,15 @@ def run_in_server_child(target, *args) -> int | None:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        start_method()
+        server = multiprocessing.forkserver._forkserver
+        state = {name: getattr(server, name) for name in _CLIENT_STATE if hasattr(server, name)}
+        if not state.get("_forkserver_address") or not hasattr(server, "_forkserver_alive_fd"):
+            return None
+        context = multiprocessing.get_context("forkserver")
+        ready = context.Event()  # set by the child once a signal would reach its own handlers
+        child = context.Process(target=_server_child, name="repro-launcher",
+                                args=(state, dict(os.environ), os.getcwd(), ready, target, args))
         child.start()
         while not ready.wait(0.05) and child.is_alive():
             pass
@@ -76,10 +76,13 @@ def run_in_server_child(target, *args) -> int | None:
         for signum in pending:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signum)
+        pending.clear()
         child.join()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        for signum in pending:  # no child took it: this process stops as it would have without the forwarding
+            signal.raise_signal(signum)
     return child.exitcode if child.exitcode >= 0 else 128 - child.exitcode
 
 

@@ -46,8 +46,11 @@ def test_a_ctrl_c_while_the_launcher_is_forked_reaches_it(tmp_path):
             from repro import forkserver
 
             forkserver.start_early()
-            print("go", flush=True)
-            sys.exit(forkserver.run_in_server_child(sleeper, sys.argv[1]))
+            try:  # as repro's front does: a Ctrl-C that this process itself takes is exit 130
+                print("go", flush=True)
+                sys.exit(forkserver.run_in_server_child(sleeper, sys.argv[1]))
+            except KeyboardInterrupt:
+                sys.exit(130)
     """))
     pid_file = tmp_path / "launcher.pid"
     proc = subprocess.Popen([sys.executable, str(script), str(pid_file)], stdout=subprocess.PIPE, text=True)
