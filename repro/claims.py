@@ -242,6 +242,28 @@ def seeds_for_margin(std: float, margin: float, power_quantile: float = POWER_80
     return n
 
 
+def seeds_for_effect(std_a: float, std_b: float, effect: float, power_quantile: float = POWER_80) -> int:
+    """Judging seeds per arm for a 'better' rule (Welch 95 % CI of the difference above 0) to come out
+    "reproduced" with 80 % power when the true difference is ``effect`` > 0 and the arms' seed stds are ``std_a``
+    and ``std_b``: the smallest n >= MIN_SEEDS with (t_0.975(df) + z_0.8) * sqrt((std_a² + std_b²) / n) <= effect,
+    df Welch's for n seeds each."""
+    for value in (std_a, std_b):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"a seed std must be a finite number >= 0, got {value}")
+    if not effect > 0:
+        raise ValueError(f"the effect to detect must be > 0, got {effect}")
+    var = std_a * std_a + std_b * std_b
+    if var == 0:
+        return MIN_SEEDS
+    n = MIN_SEEDS
+    while n <= MAX_SEEDS:
+        df = var * var / ((std_a ** 4 + std_b ** 4) / (n - 1))
+        if (_t975(df) + power_quantile) * math.sqrt(var / n) <= effect:
+            return n
+        n += 1
+    raise ValueError(f"no seed count up to {MAX_SEEDS} detects an effect of {effect} at stds {std_a}, {std_b}")
+
+
 @dataclass(frozen=True)
 class Pilot:
     """A pilot: one cell run on seeds no claim uses, before any judged run; its values, written in code, give the

@@ -62,6 +62,44 @@ def test_monna_momentum_needs_monna_above_nna_without_momentum():
     assert judge(_accuracy_runs(worse)).outcome == claims.NOT_REPRODUCED
 
 
+def test_seeds_for_an_effect_grow_with_the_spread_and_shrink_with_the_effect():
+    # 80 % power: (t + z) sqrt((a^2 + b^2) / n) <= effect; equal stds 1 and effect 1: about 2 (1.96 + 0.84)^2 = 16
+    assert claims.seeds_for_effect(1.0, 1.0, 1.0) == 17
+    assert claims.seeds_for_effect(1.0, 1.0, 2.0) < 17 < claims.seeds_for_effect(2.0, 1.0, 1.0)
+    assert claims.seeds_for_effect(0.0, 0.0, 0.1) == claims.MIN_SEEDS
+    with pytest.raises(ValueError):
+        claims.seeds_for_effect(1.0, 1.0, 0.0)
+
+
+def test_monna_momentum_second_plan_is_sized_from_its_pilot_and_judges_fresh_seeds_only():
+    experiment = EXPERIMENTS.get("monna-momentum-mnist")
+    spec = experiment.scales["quick"]
+    assert monna.MOMENTUM_SEEDS == max(monna._momentum_seeds(a) for a in ("ALIE", "FOE")) == 14
+    assert spec.judging_seeds() == list(range(4, 18))
+    assert not set(spec.judging_seeds()) & set(monna.MOMENTUM_PILOT_SEEDS)
+    # the same arms (same commands) as monna-mnist's, whose runs of them are the pilot
+    first = {s.label: s.argv for s in EXPERIMENTS.get("monna-mnist").scales["quick"].settings}
+    assert all(first[s.label] == s.argv for s in spec.settings)
+    assert [c.id for c in experiment.claims] == ["MoNNA-momentum"]
+    assert "MoNNA-momentum" not in [c.id for c in EXPERIMENTS.get("monna-mnist").claims]
+    judge = experiment.claims[0].judge
+
+    def runs(means: dict[str, float], seeds) -> dict:
+        return {label: [_run(s, worker0_test_acc=[0.5, mean + 0.002 * (s % 3)] + [mean + 0.002 * (s % 3)] * 2,
+                             test_acc=[0.5] + [mean] * 3) for s in seeds] for label, mean in means.items()}
+
+    better = {monna.monna(a): 0.96 for a in ("ALIE", "FOE")} | {monna.without_momentum(a): 0.90 for a in ("ALIE", "FOE")}
+    worse = {monna.monna(a): 0.90 for a in ("ALIE", "FOE")} | {monna.without_momentum(a): 0.96 for a in ("ALIE", "FOE")}
+    # the pilot's seeds say 'much worse'; the fresh seeds say 'better': only the fresh ones count
+    collapsed = {label: 0.10 if label.startswith("MoNNA") else mean for label, mean in worse.items()}
+    pilot, fresh = runs(collapsed, range(4)), runs(better, range(4, 18))
+    ev = Evidence({label: pilot[label] + fresh[label] for label in better})
+    assert judge(ev).outcome == claims.REPRODUCED
+    assert judge(Evidence(pilot)).outcome == claims.INCONCLUSIVE  # the pilot alone: no judging seed
+    short = Evidence({label: runs(better, range(4, 17))[label] for label in better})
+    assert judge(short).outcome == claims.INCONCLUSIVE  # 13 of 14 planned
+
+
 def test_dpsgd_tracks_is_non_inferiority_of_the_final_training_loss():
     def ev(ring: float) -> Evidence:
         return Evidence({dpsgd.EVERY: [_run(s, trainset_loss=[1.0, 0.50 + 0.005 * s]) for s in range(3)],

@@ -9,7 +9,8 @@ Design (fixed here before the runs it judges):
 - Judged value: worker 0's test accuracy (the authors' score), the mean of the last 2 evaluations (steps 150 and
   200); a diverged run counts as 0. The honest ranks' average model is shown beside it.
 - Tolerance: 2 points of test accuracy (MNIST's error at this scale is ~2-3 %), for MoNNA-robust and
-  MoNNA-vs-baselines; MoNNA-momentum is a plain 'better' (95 % CI above 0).
+  MoNNA-vs-baselines; MoNNA-momentum is a plain 'better' (95 % CI above 0), judged under a second plan
+  (monna-momentum-mnist: the first plan's runs of its arms are the pilot, the judging seeds fresh).
 - Seeds: a pilot (fault-free D-SGD on seeds 900-902, never judged) measures the seed std; the judging seeds per arm
   are the smallest n that decides the non-inferiority rule at that std with 80 % power (``seeds_for_margin``),
   written here (PILOT) before the first judging run. No setting is tuned: there are no selection seeds.
@@ -21,7 +22,7 @@ from typing import Callable
 
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
-from repro.experiments import Experiment, Scale, Setting, register
+from repro.experiments import Experiment, Scale, Setting, of_seeds, register
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 RULE_COMMIT = "e1d3d102b9310bf0df82f277de31258add3f9bb1"
@@ -33,6 +34,30 @@ PILOT_SEEDS = (900, 901, 902)
 PILOT = claims.Pilot("fault-free D-SGD", PILOT_SEEDS, (0.943, 0.947, 0.95625),
                      measure="worker 0's judged test accuracy", percent=True, where="results/monna-pilot/quick")
 SEEDS = PILOT.seeds_for(TOLERANCE)
+
+# MoNNA-momentum, second plan (monna-momentum-mnist). The first (monna-mnist, 4 seeds sized on the fault-free pilot)
+# came out inconclusive: NNA without momentum is bimodal here (it trains, or diverges or sticks at chance), its seed
+# spread 20-90 times the pilot's. So monna-mnist's seeds 0-3 of the four arms are this plan's pilot, never judged,
+# and the judging seeds are fresh (from 4), as many as give 80 % power at the pilot's effect and stds
+# (claims.seeds_for_effect) for the attack that needs more; every arm runs that many.
+MOMENTUM_ATTACKS = ("ALIE", "FOE")
+MOMENTUM_PILOT = {  # worker 0's judged test accuracy, results/monna-mnist/quick, seeds 0-3
+    "MoNNA ALIE": (0.94925, 0.90625, 0.9195, 0.93775),
+    "NNA beta=0 ALIE": (0.8545, 0.0, 0.5745, 0.9025),  # seed 1 diverged: counted as 0
+    "MoNNA FOE": (0.94225, 0.9495, 0.9515, 0.951),
+    "NNA beta=0 FOE": (0.823, 0.1025, 0.09, 0.725),
+}
+MOMENTUM_PILOT_SEEDS = (0, 1, 2, 3)
+
+
+def _momentum_seeds(attack: str) -> int:
+    (ma, sa, _), (mb, sb, _) = (claims.mean_std(MOMENTUM_PILOT[f"{arm} {attack}"]) for arm in ("MoNNA", "NNA beta=0"))
+    return claims.seeds_for_effect(sa, sb, ma - mb)
+
+
+MOMENTUM_SEEDS = max(_momentum_seeds(attack) for attack in MOMENTUM_ATTACKS)
+MOMENTUM_FIRST_SEED = max(MOMENTUM_PILOT_SEEDS) + 1
+RULE_COMMIT_MOMENTUM = ""  # the second plan's own commit, written in the commit after it
 
 QUICK = ("simple-conv-mnist", "--preset", "quick")  # recipe monna-mnist-quick: NNA, f = 1, beta 0.99, 5 workers
 # The authors' attacks (reproduce.py: attacks = ["little", "empire", "signflipping", "labelflipping"]), each by the
@@ -132,8 +157,11 @@ def judge_robust(planned: int):
     return judge
 
 
-def judge_momentum(planned: int, attacks=("ALIE", "FOE")):
+def judge_momentum(planned: int, attacks=("ALIE", "FOE"), seeds=None):
+    """``seeds``: the judging seeds (the plan's); other seeds' runs (its pilot's) never count."""
     def judge(ev: Evidence) -> Verdict:
+        if seeds is not None:
+            ev = of_seeds(ev, seeds)
         labels = [f(a) for a in attacks for f in (monna, without_momentum)]
         parts, measured = [], []
         for attack in attacks:
@@ -174,7 +202,14 @@ def robust_settings() -> tuple[Setting, ...]:
     for attack, flags in ATTACKS.items():
         out.append(Setting(monna(attack), (*QUICK, *flags, *FAULTY)))
         out.append(Setting(averaging(attack), (*QUICK, *MEAN, *flags, *FAULTY)))
-    for attack in ("ALIE", "FOE"):  # MoNNA-momentum: the same runs' MoNNA arms against NNA with beta = 0
+    out += [s for s in momentum_settings() if s.label.startswith("NNA")]  # monna-momentum-mnist's pilot
+    return tuple(out)
+
+
+def momentum_settings() -> tuple[Setting, ...]:
+    out = []
+    for attack in MOMENTUM_ATTACKS:
+        out.append(Setting(monna(attack), (*QUICK, *ATTACKS[attack], *FAULTY)))
         out.append(Setting(without_momentum(attack), (*QUICK, *NO_MOMENTUM, *ATTACKS[attack], *FAULTY)))
     return tuple(out)
 
@@ -221,8 +256,8 @@ register(Experiment(
     name="monna-mnist",
     paper="MONNA",
     summary="MoNNA against D-SGD (plain averaging) with and without a faulty worker under ALIE, FOE, sign flip and "
-            "label flip, and against NNA without momentum, on MNIST with Dirichlet alpha = 1 (the paper's MNIST "
-            "figures, reproduce.py's MNIST block, scaled to 5 workers)",
+            "label flip on MNIST with Dirichlet alpha = 1 (the paper's MNIST figures, reproduce.py's MNIST block, "
+            "scaled to 5 workers); its runs of NNA without momentum are monna-momentum-mnist's pilot",
     scales={"quick": ROBUST_SCALE},
     claims=(
         Claim("MoNNA-robust", "MONNA",
@@ -235,12 +270,45 @@ register(Experiment(
               "reproduced, entirely below -> not; all eight parts reproduced -> reproduced, any not -> not "
               "reproduced; no verdict before the planned judging seeds (>= 3, from the pilot) are complete",
               judge_robust(SEEDS), rule_commit=RULE_COMMIT),
+    ),
+))
+
+
+def _momentum_pilot_text() -> str:
+    parts = []
+    for attack in MOMENTUM_ATTACKS:
+        shown = []
+        for arm in ("MoNNA", "NNA beta=0"):
+            mean, std, _ = claims.mean_std(MOMENTUM_PILOT[f"{arm} {attack}"])
+            shown.append(f"{arm} {mean * 100:.2f} ± {std * 100:.2f} %")
+        parts.append(f"{attack}: {' vs '.join(shown)} -> {_momentum_seeds(attack)} seeds")
+    return ("Second plan for MoNNA-momentum: the first (monna-mnist, 4 seeds sized on the fault-free pilot) came out "
+            "inconclusive because NNA without momentum is bimodal at this step size (it trains, or diverges or "
+            "sticks at chance). monna-mnist's seeds 0-3 of these four arms are now the pilot and are never judged "
+            f"(worker 0's judged accuracy; {'; '.join(parts)}: the seeds per arm that give 80 % power for "
+            "'reproduced' at the pilot's effect and stds, claims.seeds_for_effect); every arm runs the larger, "
+            f"{MOMENTUM_SEEDS}, on fresh seeds {MOMENTUM_FIRST_SEED}-{MOMENTUM_FIRST_SEED + MOMENTUM_SEEDS - 1}. "
+            "A Welch interval on a bimodal arm is approximate at this n; the pilot's effect is a 4-seed estimate.")
+
+
+MOMENTUM_SCALE = Scale(momentum_settings(), seeds=MOMENTUM_SEEDS, first_seed=MOMENTUM_FIRST_SEED,
+                       minutes_per_run=2.0, why=SCALING + " " + _momentum_pilot_text())
+
+register(Experiment(
+    name="monna-momentum-mnist",
+    paper="MONNA",
+    summary="MoNNA against NNA without momentum (beta = 0) under ALIE and FOE: the paper's momentum ablation, "
+            "judged on fresh seeds sized from monna-mnist's runs of the same arms",
+    scales={"quick": MOMENTUM_SCALE},
+    claims=(
         Claim("MoNNA-momentum", "MONNA", "MoNNA beats NNA without momentum under ALIE and FOE",
               "Farhadkhani et al. 2023, Sec. 6, the momentum ablation (reproduce.py: momentums [0, 0.99])",
               "for ALIE and for FOE: Welch 95% CI of mean worker-0 test accuracy (steps 150 and 200) MoNNA - NNA with "
-              "beta = 0 above 0 -> reproduced, entirely below -> not; both reproduced -> reproduced; planned "
-              "judging seeds first",
-              judge_momentum(SEEDS), rule_commit=RULE_COMMIT),
+              "beta = 0 above 0 -> reproduced, entirely below -> not; both reproduced -> reproduced; no verdict "
+              f"before the {MOMENTUM_SEEDS} planned judging seeds (fresh, from seed {MOMENTUM_FIRST_SEED}; the "
+              "pilot's seeds 0-3 never judged) are complete",
+              judge_momentum(MOMENTUM_SEEDS, seeds=MOMENTUM_SCALE.judging_seeds()),
+              rule_commit=RULE_COMMIT_MOMENTUM),
     ),
 ))
 
