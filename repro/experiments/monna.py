@@ -57,7 +57,7 @@ def _momentum_seeds(attack: str) -> int:
 
 MOMENTUM_SEEDS = max(_momentum_seeds(attack) for attack in MOMENTUM_ATTACKS)
 MOMENTUM_FIRST_SEED = max(MOMENTUM_PILOT_SEEDS) + 1
-RULE_COMMIT_MOMENTUM = ""  # the second plan's own commit, written in the commit after it
+RULE_COMMIT_MOMENTUM = "ed148a2024d4ddc9c6d6c222dac8a455937d35e5"  # the second plan's own commit, written in the commit after it
 
 QUICK = ("simple-conv-mnist", "--preset", "quick")  # recipe monna-mnist-quick: NNA, f = 1, beta 0.99, 5 workers
 # The authors' attacks (reproduce.py: attacks = ["little", "empire", "signflipping", "labelflipping"]), each by the
