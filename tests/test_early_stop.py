@@ -37,8 +37,9 @@ def test_a_ctrl_c_while_the_launcher_is_forked_reaches_it(tmp_path):
         import time
 
         def sleeper(path):
-            with open(path, "w") as out:
+            with open(path + ".tmp", "w") as out:
                 out.write(str(os.getpid()))
+            os.replace(path + ".tmp", path)  # whole or absent, even if the Ctrl-C lands mid-write
             time.sleep(120)
             return 0
 
