@@ -173,6 +173,12 @@ def _t975(df: float) -> float:
     return _T975[min(max(int(df), 1), len(_T975)) - 1]
 
 
+def _welch_df(std_a: float, std_b: float, n: int) -> float:
+    """Welch's degrees of freedom for two arms of n seeds each with these stds."""
+    var = std_a * std_a + std_b * std_b
+    return var * var / ((std_a ** 4 + std_b ** 4) / (n - 1)) if var else math.inf
+
+
 MAX_SEEDS = 10_000  # beyond this "seeds to decide" is reported as never (the effect sits on a boundary)
 
 
@@ -193,7 +199,7 @@ def seeds_to_decide(comparison: Comparison) -> int | None:
         return None
     n = max(MIN_SEEDS, na, nb)  # never fewer than either arm has already
     while n <= MAX_SEEDS:
-        df = var * var / ((sa ** 4 + sb ** 4) / (n - 1)) if (sa or sb) else math.inf
+        df = _welch_df(sa, sb, n)
         if _t975(df) * math.sqrt(var / n) < gap:
             return n
         n += 1 if n < 100 else max(1, n // 50)
@@ -257,7 +263,7 @@ def seeds_for_effect(std_a: float, std_b: float, effect: float, power_quantile: 
         return MIN_SEEDS
     n = MIN_SEEDS
     while n <= MAX_SEEDS:
-        df = var * var / ((std_a ** 4 + std_b ** 4) / (n - 1))
+        df = _welch_df(std_a, std_b, n)
         if (_t975(df) + power_quantile) * math.sqrt(var / n) <= effect:
             return n
         n += 1

@@ -197,27 +197,31 @@ def judge_baselines(planned: int):
 
 # -- the settings ----------------------------------------------------------------------------------------------------
 
+def monna_setting(attack: str) -> Setting:
+    return Setting(monna(attack), (*QUICK, *ATTACKS[attack], *FAULTY))
+
+
+def without_momentum_setting(attack: str) -> Setting:
+    return Setting(without_momentum(attack), (*QUICK, *NO_MOMENTUM, *ATTACKS[attack], *FAULTY))
+
+
 def robust_settings() -> tuple[Setting, ...]:
     out = [Setting(FAULT_FREE, (*QUICK, *MEAN, "--sync-opt", "f=0"))]
     for attack, flags in ATTACKS.items():
-        out.append(Setting(monna(attack), (*QUICK, *flags, *FAULTY)))
+        out.append(monna_setting(attack))
         out.append(Setting(averaging(attack), (*QUICK, *MEAN, *flags, *FAULTY)))
-    out += [s for s in momentum_settings() if s.label.startswith("NNA")]  # monna-momentum-mnist's pilot
+    out += [without_momentum_setting(a) for a in MOMENTUM_ATTACKS]  # monna-momentum-mnist's pilot
     return tuple(out)
 
 
 def momentum_settings() -> tuple[Setting, ...]:
-    out = []
-    for attack in MOMENTUM_ATTACKS:
-        out.append(Setting(monna(attack), (*QUICK, *ATTACKS[attack], *FAULTY)))
-        out.append(Setting(without_momentum(attack), (*QUICK, *NO_MOMENTUM, *ATTACKS[attack], *FAULTY)))
-    return tuple(out)
+    return tuple(f(attack) for attack in MOMENTUM_ATTACKS for f in (monna_setting, without_momentum_setting))
 
 
 def baseline_settings() -> tuple[Setting, ...]:
     out = []
     for attack, flags in ATTACKS.items():
-        out.append(Setting(monna(attack), (*QUICK, *flags, *FAULTY)))
+        out.append(monna_setting(attack))
         for aggregator in BASELINES:  # reproduce.py: gars ["cva", "trmean", "rfa"], momentums [0, 0.99]
             for momentum in (True, False):
                 out.append(Setting(baseline(aggregator, momentum, attack),
