@@ -794,7 +794,7 @@ def _setting_key(argv: list[str]) -> str:
 
 
 DATA_ENV = {"REPRO_PTB_DIR": "ptb", "REPRO_WT2_DIR": "wikitext-2", "REPRO_CIFAR10_DIR": ".", "REPRO_MNIST_DIR": "mnist"}
-REHEARSAL = ("--max-steps", "2", "--eval-batches", "2")  # a paper cell's rehearsal: two steps, a few eval batches
+REHEARSAL = ("--max-steps", "2", "--eval-batches", "1")  # a paper cell's rehearsal: two steps, one eval batch per split
 
 
 @app.command("reproduce")
@@ -806,7 +806,7 @@ def reproduce(experiment: str = typer.Argument(..., help="Experiment name (see `
               data_root: Optional[Path] = typer.Option(None, help="A folder with ptb/, wikitext-2/, mnist/ and cifar10-jpeg.tar.gz (like ../shared/data): sets REPRO_PTB_DIR, REPRO_WT2_DIR, REPRO_MNIST_DIR, REPRO_CIFAR10_DIR where unset."),
               shard: Optional[str] = typer.Option(None, help="Run only slice i of n of the missing runs (i/n); default from a Slurm array job."),
               dry_run: bool = typer.Option(False, "--dry-run", help="List the missing runs, each with its command and estimated time (GPU-hours at paper scale); run nothing."),
-              rehearse: bool = typer.Option(False, "--rehearse", help="Start every setting once for two steps and a few evaluation batches (--max-steps 2) in a temporary folder, to find a broken recipe before the real runs; keeps nothing. Settings that differ only in a grid's values (lr, weight decay, loss multiplier) are rehearsed once."),
+              rehearse: bool = typer.Option(False, "--rehearse", help="Start every setting once for two steps and one evaluation batch per split (--max-steps 2 --eval-batches 1) in a temporary folder, to find a broken recipe before the real runs; keeps nothing. Settings that differ only in a grid's values (lr, weight decay, loss multiplier, averaging interval) are rehearsed once."),
               rehearse_set: list[str] = typer.Option([], "--rehearse-set", help="KEY=VALUE task option added to every rehearsal run (e.g. data_format=jpeg where only the JPEG copy of CIFAR is at hand); never to real runs.")):
     """Run the missing runs of a paper figure (seed x setting; interrupted ones resume), then draw its figures and
     rewrite RESULTS/REPORT.md. Tuned grids run their selection seeds first, then each grid's chosen cell on the

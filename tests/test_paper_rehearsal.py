@@ -30,3 +30,9 @@ def test_a_rehearsal_starts_each_recipe_shape_once():
     grid = [Setting(f"{o} {lr}", ("resnet110-cifar10", "--optimizer", o, "--lr", lr, "--weight-decay", wd))
             for o in ("adamw", "adam-l2") for lr in ("1e-3", "5e-3") for wd in ("0", "1e-2")]
     assert [s.label for s in rehearsal_settings(grid)] == ["adamw 1e-3", "adam-l2 1e-3"]
+    # an averaging interval is a value too; another algorithm or worker count is another shape
+    celgc = [Setting(label, ("resnet56-cifar10", *argv)) for label, argv in (
+        ("naive", ("--algo", "naive-parallel-clip")), ("I4", ("--algo", "celgc", "--interval", "4")),
+        ("I16", ("--algo", "celgc", "--interval", "16")), ("I16 N2", ("--algo", "celgc", "--interval", "16",
+                                                                      "--machines", "2")))]
+    assert [s.label for s in rehearsal_settings(celgc)] == ["naive", "I4", "I16 N2"]

@@ -103,7 +103,7 @@ class Experiment:
         return sum(1 for label in chosen.values() if label is None) * len(spec.judging_seeds(seeds))
 
 
-GRID_VALUE_FLAGS = ("--lr", "--weight-decay", "--loss-multiplier")  # a grid's axes: the same recipe otherwise
+GRID_VALUE_FLAGS = ("--lr", "--weight-decay", "--loss-multiplier", "--interval")  # a grid's axes: the same code otherwise
 
 
 def rehearsal_settings(settings) -> list[Setting]:
