@@ -6,14 +6,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from repro import forkserver
 from repro.process_exit import exit_process
 from repro.worker import leave_process_group
 
 
 def spawn(fn, world: int, *args) -> None:
-    """``fn(rank, world, *args)`` in ``world`` fresh processes. Each ends through ``exit_process``, as the launcher's
-    workers do (forkserver children): torch 2.15 sometimes aborts in C++ teardown after a gloo process finished."""
-    mp.spawn(_run_then_exit, args=(fn, world, *args), nprocs=world, join=True)
+    """``fn(rank, world, *args)`` in ``world`` new processes, forked from the launcher's forkserver (started once per
+    test session, torch imported there once) as the launcher's workers are. Each ends through ``exit_process``, as
+    theirs do: torch 2.15 sometimes aborts in C++ teardown after a gloo process finished."""
+    mp.start_processes(_run_then_exit, args=(fn, world, *args), nprocs=world, join=True,
+                       start_method=forkserver.start_method())
 
 
 def _run_then_exit(rank: int, fn, world: int, *args) -> None:
