@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 PROBE = textwrap.dedent("""
     import resource
     import sys
@@ -42,12 +44,14 @@ def faults_per_step(tunables: str | None) -> tuple[str, float]:
     return applied, float(faults)
 
 
+@pytest.mark.slow
 def test_a_step_reuses_the_memory_the_last_step_freed():
     applied, faults = faults_per_step(None)
     assert applied == "True"
     assert faults < 200  # 4 x 28 MB = 27,000 pages of 4 KiB if the blocks were mapped afresh
 
 
+@pytest.mark.slow
 def test_a_users_malloc_setting_wins_and_a_low_threshold_faults_every_step():
     applied, faults = faults_per_step("glibc.malloc.mmap_threshold=4194304")
     assert applied == "False"

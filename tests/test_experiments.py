@@ -105,6 +105,7 @@ def test_dry_run_lists_only_missing_runs_and_report_writes_markdown_and_html(tmp
     assert evidence(EXPERIMENTS.get("sgdol-fashion-mnist"), "quick", results, _setting_key)[0].n("SGDOL M=alpha=10") == n
 
 
+@pytest.mark.slow
 def test_reproduce_refuses_complete_runs_no_claim_counts(tmp_path):
     """Runs made before the claims' rule commit (the committed superseded LM runs, made at 0530b37) have the cells'
     identities: reproduce would skip those cells as done while the report drops the runs, so it refuses (one line,
@@ -122,6 +123,7 @@ def test_reproduce_refuses_complete_runs_no_claim_counts(tmp_path):
     assert dry.returncode == 0 and "warning:" in dry.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_leaves_a_new_plans_pilot_runs_alone(tmp_path):
     """DPSGD-tracks N = 8's second plan took the first plan's seeds 0-2 (runs older than its rule commit) as its
     pilot and judges seeds 3 on: those runs take no planned cell's place, so reproduce neither refuses nor warns."""

@@ -33,6 +33,7 @@ def run_in_forked_worker(tmp_path, measure: str) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_a_workers_garbage_collection_leaves_the_servers_pages_shared(tmp_path):
     result = run_in_forked_worker(tmp_path, """
         import gc

@@ -255,6 +255,7 @@ def test_score_trainset_scores_every_training_image_without_augmentation(image_t
     assert "trainset" not in plain.eval_data and plain.eval_splits == ("train", "test")
 
 
+@pytest.mark.slow
 def test_test_split_on_the_last_row_only(image_tree, tmp_path):
     cls, options = _prepare(image_tree, batch_size=10, test_every_epoch=False)
     task = cls(options, rank=0, world_size=1, device=torch.device("cpu"))
