@@ -70,7 +70,7 @@ def test_two_sweeps_over_one_grid_never_run_a_cell_twice(tmp_path, tiny_corpus):
     import sys
 
     out = tmp_path / "results"
-    args = [sys.executable, "-m", "repro", "sweep", "lstm-text", "--lr", "1,2,3", "--machines", "1", "--epochs", "3",
+    args = [sys.executable, "-m", "repro", "sweep", "lstm-text", "--lr", "1,2,3", "--machines", "1", "--epochs", "1",
             "--data-dir", str(tiny_corpus), "--set", "emsize=16", "--set", "nhid=16", "--set", "bptt=5",
             "--batch-size", "4", "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
