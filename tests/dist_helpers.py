@@ -20,7 +20,7 @@ def spawn(fn, world: int, *args) -> None:
 
 
 def _run_then_exit(rank: int, fn, world: int, *args) -> None:
-    fn(rank, world, *args)  # an exception propagates: mp.spawn reports it with its traceback
+    fn(rank, world, *args)  # an exception propagates: start_processes reports it with its traceback
     exit_process(0)
 
 
