@@ -143,6 +143,18 @@ def test_dpsgd_large_lr_counts_seeds_at_chance_and_training():
     assert dpsgd.judge_large_lr(Evidence({})).outcome == claims.INCONCLUSIVE
 
 
+def test_dpsgd_large_lr_runs_a_resnet_with_batchnorm_sgd_and_eight_workers():
+    """The quick preset's default ResNet recipe is P2's BN-free one; with it SGD at these step sizes overflows in two
+    steps, so every cell must resolve to BN (the setting, not the outcome, is what this pins)."""
+    from repro.cli import _invoke_run
+
+    for setting in EXPERIMENTS.get("dpsgd-large-lr-cifar10").scales["quick"].settings:
+        config, world = _invoke_run([*setting.argv, "--seed", "1", "--out", "unused", "--resolve-only"])
+        assert world == 8 and config.task.options["bn"] is True, setting.label
+        assert config.optimizer.name == "sgd" and config.optimizer.hparams["momentum"] == 0.9, setting.label
+        assert config.schedule.name == "constant", setting.label  # no warm-up
+
+
 def test_every_new_experiment_is_registered_with_claims_and_a_reason():
     for name in ("monna-mnist", "monna-baselines-mnist", "dpsgd-fashion-mnist-n4", "dpsgd-fashion-mnist-n8",
                  "dpsgd-large-lr-cifar10"):
