@@ -44,6 +44,7 @@ PILOT_N8 = claims.Pilot("every-step N = 8, the noisier arm", (0, 1, 2), (0.58765
                         measure="final training loss", unit=" nats", where="results/dpsgd-fashion-mnist-n8/quick")
 TRACK_SEEDS_N8 = PILOT_N8.seeds_for(TRACK_TOLERANCE)
 RULE_COMMIT_N8 = "3a03904662b7765edecbd136a37cdef53380e27c"  # the second plan (its own commit)
+RULE_COMMIT_LARGE = "fee5db8cd45f03d5eeed65cd8ec6ebeee0c1e279"  # DPSGD-large-lr with BN stated (the setting fix)
 FINAL_LOSS = last_mean("trainset_loss", 1, failed=math.inf)
 
 
@@ -200,5 +201,5 @@ register(Experiment(
         "of the sweep has every every-step seed at chance and every ring seed training, AND the smallest lr with "
         "every ring seed at chance is >= the smallest with every every-step seed at chance (infinity if none); "
         "else not reproduced; 3 seeds per cell first",
-        judge_large_lr, rule_commit=RULE_COMMIT),),
+        judge_large_lr, rule_commit=RULE_COMMIT_LARGE),),
 ))
