@@ -209,13 +209,16 @@ def seeds_to_decide(comparison: Comparison) -> int | None:
 def verdict_seeds(outcome: str, comparisons: Sequence[Comparison]) -> int | None:
     """Seeds per arm at which a rule that combines ``comparisons`` (all reproduced -> reproduced, any not reproduced
     -> not reproduced) would decide, the observed effects unchanged: the fewest seeds that decide some part as not
-    reproduced, else the most any part needs to be reproduced. None when decided, or when it cannot be estimated."""
+    reproduced, else the most any part needs to be reproduced. A part that already refutes decides at the seeds it
+    has (the claim is then inconclusive only because its rule waits for the planned seeds). None when decided, or when
+    it cannot be estimated."""
     if outcome != INCONCLUSIVE or not comparisons:
         return None
     against, needed = [], []
     for c in comparisons:
         if c.outcome == NOT_REPRODUCED:
-            return None
+            against.append(max(MIN_SEEDS, len(c.a), len(c.b)))
+            continue
         if c.outcome == REPRODUCED:
             continue
         n = seeds_to_decide(c)

@@ -130,13 +130,15 @@ def uncounted_runs(experiment: Experiment, ev: Evidence, results: Path) -> list[
     return sorted(stale.items())
 
 
-def judge_claim(claim: Claim, ev: Evidence) -> Verdict:
+def judge_claim(claim: Claim, ev: Evidence, planned: int = 0) -> Verdict:
     """The claim's verdict, with the seeds per arm that would decide it when it is inconclusive (from the
-    comparisons its rule made) unless the rule says so itself."""
+    comparisons its rule made) unless the rule says so itself: never fewer than the ``planned`` judging seeds, which
+    the runs (and rules that wait for their plan) need in any case."""
     with recording() as comparisons:
         verdict = claim.judge(ev)
     if verdict.seeds_to_decide is None and verdict.outcome == INCONCLUSIVE:
-        verdict.seeds_to_decide = verdict_seeds(verdict.outcome, comparisons)
+        n = verdict_seeds(verdict.outcome, comparisons)
+        verdict.seeds_to_decide = None if n is None else max(n, planned)
     return verdict
 
 
@@ -158,7 +160,7 @@ def judge_all(results: Path, setting_key: Callable[[list[str]], str]) -> tuple[l
                 mine, dropped, note = counted_runs(claim, ev, lineage)
                 counted = sum(len(runs) for runs in mine.runs.values())
                 if counted:
-                    verdict = judge_claim(claim, mine)
+                    verdict = judge_claim(claim, mine, experiment.scales[scale].seeds)
                 elif done:
                     verdict = Verdict(NOT_RUN, "no run made from the rule commit or a descendant",
                                       f"run: repro reproduce {name} --scale {scale}")

@@ -122,6 +122,19 @@ def test_seeds_to_decide_is_where_the_interval_clears_the_rules_nearest_boundary
     assert claims.seeds_to_decide(found[0]) is None
 
 
+def test_a_part_that_already_refutes_decides_at_its_seeds_and_the_report_never_says_fewer_than_the_plan():
+    with claims.recording() as found:  # part (a) lies wholly below its margin at 3 seeds; part (b) is undecided
+        claims.at_least([1.0, 1.1, 1.2], [9.0, 9.1, 9.2], margin=1.0, higher_is_better=True)
+        claims.better([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], higher_is_better=True)
+    assert [c.outcome for c in found] == [claims.NOT_REPRODUCED, claims.INCONCLUSIVE]
+    assert claims.verdict_seeds(claims.INCONCLUSIVE, found) == 3
+    # a rule that waits for its planned seeds stays inconclusive: the report then names the plan, not 3
+    waits = Claim("W", "P", "s", "w", "r", lambda ev: claims.Verdict(claims.INCONCLUSIVE, "m", "short of the plan")
+                  if claims.at_least([1.0, 1.1, 1.2], [9.0, 9.1, 9.2], margin=1.0, higher_is_better=True) else None)
+    assert judge_claim(waits, Evidence({}), planned=97).seeds_to_decide == 97
+    assert judge_claim(waits, Evidence({})).seeds_to_decide == 3
+
+
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
