@@ -316,10 +316,11 @@ register(Experiment(
         judge_bias(BIAS_SCALE), rule_commit=RULE_COMMIT),),
 ))
 
-# FED-fedfix: one CNN run of the quick setting on one free core of the reference machine, estimated from the
-# convnet's cost (~0.1 s a batch of 64 forward and backward, ~6 s a federated-loss pass over 12,000 images):
-# FedAvg 200 local steps a unit, FedAsync ~400, FedFix ~280, plus 51 rows: ~30-70 min each.
-FIX_MINUTES = 60.0
+# FED-fedfix's cost, measured (2026-12-03): a 3-unit probe of the FedFix cell (28 client updates of K = 10 steps a
+# unit, i.e. ~280 local steps, plus a row each unit) took 89 s, ~30 s a unit, sharing 2 cores with two other runs
+# (~2/3 of a core); ~20 s a unit on a free core. FedAvg makes ~200 local steps a unit, FedAsync ~400: ~14, ~17 and
+# ~24 min a 50-unit run on a free core.
+FIX_MINUTES = 20.0
 FIX_SCALE = Scale(
     _fix_settings(), seeds=claims.MIN_SEEDS, minutes_per_run=FIX_MINUTES, selection_seeds=SELECTION_SEEDS,
     choose=choose_lowest(), why=(
@@ -330,8 +331,9 @@ FIX_SCALE = Scale(
         f"{SELECTION_SEEDS[0]} by the lowest late loss, judged on {claims.MIN_SEEDS} fresh seeds (the minimum: no "
         f"pilot). NOT RUN on the 2-core machine: {len(FIX_STEP_SIZES) * len(FIX_SCHEMES)} selection + "
         f"{len(FIX_SCHEMES) * claims.MIN_SEEDS} judging runs at ~{FIX_MINUTES:g} min each on one free core "
-        f"(~{(len(FIX_STEP_SIZES) + claims.MIN_SEEDS) * len(FIX_SCHEMES) * FIX_MINUTES / 60:.0f} core-hours, "
-        f"estimated, not measured); minutes on one GPU. The paper's CIFAR-10/100 and Shakespeare settings and its "
+        f"(~{(len(FIX_STEP_SIZES) + claims.MIN_SEEDS) * len(FIX_SCHEMES) * FIX_MINUTES / 60:.0f} core-hours; "
+        f"measured: a 3-unit probe of the FedFix cell ran ~30 s an emulated unit on two thirds of a core); minutes "
+        f"on one GPU. The paper's CIFAR-10/100 and Shakespeare settings and its "
         f"tuned grids are beyond this machine."))
 
 register(Experiment(
