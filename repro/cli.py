@@ -659,7 +659,7 @@ def _check_devices(machines: int) -> None:
 
 
 def _make_run_dir(config, out: Path, identity: str, world: int, nodes: int, quiet: bool, report: Optional[Path]) -> Path:
-    from repro import runlog
+    from repro import recipes, runlog
 
     run_dir = runlog.new_run_dir(out, config.task.name, f"{config.label(world)}_{identity}")
     try:
@@ -671,6 +671,8 @@ def _make_run_dir(config, out: Path, identity: str, world: int, nodes: int, quie
         raise
     if not quiet:
         typer.echo(f"run {run_dir}", err=True)
+        if config.task.recipe in recipes.RECIPES:  # what --preset resolved to: its settings fill every unset value
+            typer.echo(f"recipe {config.task.recipe}: {recipes.RECIPES.get(config.task.recipe).summary}", err=True)
     if report is not None:
         runlog.write_json(report, {"run_dir": str(run_dir), "epochs": config.train.epochs})
     return run_dir

@@ -62,8 +62,10 @@ def test_in_place_evaluation_averages_the_training_models_as_the_authors_lm_code
 def test_every_step_run_communicates_every_iteration(tmp_path, tiny_corpus):
     out = tmp_path / "results"
     r = run_repro("run", "lstm-text", "--machines", 2, "--optimizer", "clipped-sgd", "--sync", "every-step",
-                  "--max-steps", 7, "--data-dir", tiny_corpus, "--out", out, *TINY)
+                  "--max-steps", 7, "--data-dir", tiny_corpus, "--out", out, *(a for a in TINY if a != "--quiet"))
     assert r.returncode == 0, r.stderr
+    # the start names the recipe the default preset resolved to (its values fill every flag not given)
+    assert "recipe celgc-lm-quick: " in r.stderr
     last = pd.read_csv(_only_run(out) / "metrics.csv").iloc[-1]
     assert last["comm_rounds"] == 7
     assert last["comm_bytes"] == 7 * _n_params(tiny_corpus) * 4
