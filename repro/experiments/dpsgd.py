@@ -182,7 +182,7 @@ register(Experiment(
     scales={"quick": Scale(
         tuple(Setting(lr_label(algo, lr), (*LARGE_BASE, *flags, "--lr", f"{lr:g}"))
               for algo, flags in ALGOS.items() for lr in LARGE_LRS),
-        seeds=LARGE_SEEDS, minutes_per_run=8.0, why=(
+        seeds=LARGE_SEEDS, minutes_per_run=3.5, why=(
             "Zhang et al.'s claim at laptop scale: ResNet-20 with BN (SGD, momentum 0.9, weight decay 5e-4) on a "
             "class-balanced 10,000-image CIFAR-10 subset (JPEG copy), 8 workers x batch 64 = 512, "
             "5 epochs, constant lr (no warm-up) in {0.4, 1.6, 3.2, 6.4}; DPSGD on a ring against every-step "
