@@ -143,12 +143,28 @@ def test_dpsgd_large_lr_counts_seeds_at_chance_and_training():
     assert dpsgd.judge_large_lr(Evidence({})).outcome == claims.INCONCLUSIVE
 
 
+def test_the_second_large_lr_plan_sweeps_below_the_first_and_judges_only_its_own_lrs():
+    assert max(dpsgd.LOW_LRS) < min(dpsgd.LARGE_LRS)
+    (claim,) = EXPERIMENTS.get("dpsgd-large-lr-low-cifar10").claims
+    runs = {dpsgd.lr_label(algo, lr): [_run(s, test_acc=[0.10]) for s in range(3)]  # the first plan: all at chance
+            for algo in dpsgd.ALGOS for lr in dpsgd.LARGE_LRS}
+    assert claim.judge(Evidence(runs)).outcome == claims.INCONCLUSIVE  # none of its own lrs has run
+    for lr in dpsgd.LOW_LRS:  # every-step at chance from 0.2, the ring trains up to 0.3
+        runs[dpsgd.lr_label(dpsgd.EVERY, lr)] = [_run(s, test_acc=[0.10 if lr >= 0.2 else 0.5]) for s in range(3)]
+        runs[dpsgd.lr_label(dpsgd.RING, lr)] = [_run(s, test_acc=[0.5]) for s in range(3)]
+    verdict = claim.judge(Evidence(runs))
+    assert verdict.outcome == claims.REPRODUCED and "[0.2, 0.3]" in verdict.detail
+
+
 def test_dpsgd_large_lr_runs_a_resnet_with_batchnorm_sgd_and_eight_workers():
     """The quick preset's default ResNet recipe is P2's BN-free one; with it SGD at these step sizes overflows in two
     steps, so every cell must resolve to BN (the setting, not the outcome, is what this pins)."""
     from repro.cli import _invoke_run
 
-    for setting in EXPERIMENTS.get("dpsgd-large-lr-cifar10").scales["quick"].settings:
+    settings = [s for name in ("dpsgd-large-lr-cifar10", "dpsgd-large-lr-low-cifar10")
+                for s in EXPERIMENTS.get(name).scales["quick"].settings]
+    assert len(settings) == 16
+    for setting in settings:
         config, world = _invoke_run([*setting.argv, "--seed", "1", "--out", "unused", "--resolve-only"])
         assert world == 8 and config.task.options["bn"] is True, setting.label
         assert config.optimizer.name == "sgd" and config.optimizer.hparams["momentum"] == 0.9, setting.label
@@ -157,7 +173,7 @@ def test_dpsgd_large_lr_runs_a_resnet_with_batchnorm_sgd_and_eight_workers():
 
 def test_every_new_experiment_is_registered_with_claims_and_a_reason():
     for name in ("monna-mnist", "monna-baselines-mnist", "dpsgd-fashion-mnist-n4", "dpsgd-fashion-mnist-n8",
-                 "dpsgd-large-lr-cifar10"):
+                 "dpsgd-large-lr-cifar10", "dpsgd-large-lr-low-cifar10"):
         experiment = EXPERIMENTS.get(name)
         assert experiment.claims and all(spec.why for spec in experiment.scales.values())
         labels = [s.label for s in experiment.scales["quick"].settings]

@@ -142,29 +142,36 @@ def _outcomes(ev: Evidence, label: str) -> list[str]:
     return out
 
 
-def judge_large_lr(ev: Evidence) -> Verdict:
-    outcomes = {(algo, lr): _outcomes(ev, lr_label(algo, lr)) for algo in ALGOS for lr in LARGE_LRS}
-    measured = "; ".join(f"{algo} lr={lr:g}: {', '.join(found) or 'no run'}" for (algo, lr), found in outcomes.items())
-    consensus = [f"{lr:g}: {claims.mean_std(ev.final(lr_label(RING, lr), 'consensus_distance'))[0]:.3g}"
-                 for lr in LARGE_LRS]
-    measured += "; ring's final consensus distance by lr " + ", ".join(consensus)
-    short = [lr_label(a, lr) for (a, lr), found in outcomes.items() if len(found) < LARGE_SEEDS]
-    if short:
-        return Verdict(claims.INCONCLUSIVE, measured, f"fewer than {LARGE_SEEDS} seeds: {', '.join(short)}")
+def large_lr_judge(lrs: tuple[float, ...]):
+    """The DPSGD-large-lr rule over the sweep ``lrs`` (each plan judges only its own sweep's runs)."""
+    def judge(ev: Evidence) -> Verdict:
+        outcomes = {(algo, lr): _outcomes(ev, lr_label(algo, lr)) for algo in ALGOS for lr in lrs}
+        measured = "; ".join(f"{algo} lr={lr:g}: {', '.join(found) or 'no run'}"
+                             for (algo, lr), found in outcomes.items())
+        consensus = [f"{lr:g}: {claims.mean_std(ev.final(lr_label(RING, lr), 'consensus_distance'))[0]:.3g}"
+                     for lr in lrs]
+        measured += "; ring's final consensus distance by lr " + ", ".join(consensus)
+        short = [lr_label(a, lr) for (a, lr), found in outcomes.items() if len(found) < LARGE_SEEDS]
+        if short:
+            return Verdict(claims.INCONCLUSIVE, measured, f"fewer than {LARGE_SEEDS} seeds: {', '.join(short)}")
 
-    def all_are(algo: str, lr: float, what: str) -> bool:
-        return all(o == what for o in outcomes[(algo, lr)])
+        def all_are(algo: str, lr: float, what: str) -> bool:
+            return all(o == what for o in outcomes[(algo, lr)])
 
-    def threshold(algo: str) -> float:  # the smallest lr of the sweep at which every seed stays at chance
-        return next((lr for lr in LARGE_LRS if all_are(algo, lr, "chance")), math.inf)
+        def threshold(algo: str) -> float:  # the smallest lr of the sweep at which every seed stays at chance
+            return next((lr for lr in lrs if all_are(algo, lr, "chance")), math.inf)
 
-    gap = [lr for lr in LARGE_LRS if all_are(EVERY, lr, "chance") and all_are(RING, lr, "trains")]
-    ordered = threshold(RING) >= threshold(EVERY)
-    ok = bool(gap) and ordered
-    detail = (f"lrs where every-step stays at chance and the ring trains (all seeds): {gap or 'none'}; divergence "
-              f"thresholds (smallest lr with every seed at chance): ring {threshold(RING):g}, every-step "
-              f"{threshold(EVERY):g}")
-    return Verdict(claims.REPRODUCED if ok else claims.NOT_REPRODUCED, measured, detail)
+        gap = [lr for lr in lrs if all_are(EVERY, lr, "chance") and all_are(RING, lr, "trains")]
+        ordered = threshold(RING) >= threshold(EVERY)
+        ok = bool(gap) and ordered
+        detail = (f"lrs where every-step stays at chance and the ring trains (all seeds): {gap or 'none'}; "
+                  f"divergence thresholds (smallest lr with every seed at chance): ring {threshold(RING):g}, "
+                  f"every-step {threshold(EVERY):g}")
+        return Verdict(claims.REPRODUCED if ok else claims.NOT_REPRODUCED, measured, detail)
+    return judge
+
+
+judge_large_lr = large_lr_judge(LARGE_LRS)
 
 
 # bn=true stated: the quick preset's default ResNet recipe is P2's BN-free one, with which SGD at these step sizes
@@ -202,4 +209,40 @@ register(Experiment(
         "every ring seed at chance is >= the smallest with every every-step seed at chance (infinity if none); "
         "else not reproduced; 3 seeds per cell first",
         judge_large_lr, rule_commit=RULE_COMMIT_LARGE),),
+))
+
+# -- DPSGD-large-lr, second plan: the sweep below 0.4 ----------------------------------------------------------------
+# The first sweep's lowest lr, 0.4, already left every run of both arms at chance (one-worker control at 0.05: 33 % after
+# one epoch), so a window where only synchronous SGD fails, if there is one here, lies below 0.4. Same setting, rule,
+# thresholds and seeds as the first plan; only the sweep differs. Fixed before any of its runs; the first plan's runs
+# are neither reused nor re-judged.
+LOW_LRS = (0.05, 0.1, 0.2, 0.3)  # 0.05 = the control's step size; doubling to 0.2, then 0.3 just under 0.4
+RULE_COMMIT_LOW = ""  # written in the commit after the one that adds this plan
+
+register(Experiment(
+    name="dpsgd-large-lr-low-cifar10",
+    paper="DPSGD-LR",
+    summary="DPSGD-large-lr's second plan: the same 8-worker ResNet-20 comparison over learning rates below the first "
+            "sweep's 0.4, where both algorithms stalled",
+    scales={"quick": Scale(
+        tuple(Setting(lr_label(algo, lr), (*LARGE_BASE, *flags, "--lr", f"{lr:g}"))
+              for algo, flags in ALGOS.items() for lr in LOW_LRS),
+        seeds=LARGE_SEEDS, minutes_per_run=3.5, why=(
+            "The first plan (lrs 0.4-6.4) left every run of both arms at chance, 0.4 included, so it could not show "
+            "the window Zhang et al. report. This plan keeps its setting (ResNet-20 with BN, SGD momentum 0.9, "
+            "weight decay 5e-4, 8 workers x batch 64, 10,000 CIFAR-10 images, 5 epochs, constant lr, no warm-up), "
+            "its per-run thresholds (< 20 % or diverged = at chance, >= 30 % = trains) and its 3 seeds, and sweeps "
+            "lr in {0.05, 0.1, 0.2, 0.3}: 0.05 is the step size at which a one-worker control trained (33 % after "
+            "one epoch), then doubling up to just below 0.4. Written before any of its runs. ~3 min a run, 24 runs.")),
+    },
+    claims=(Claim(
+        "DPSGD-large-lr-low", "DPSGD-LR",
+        "below the first sweep (lr 0.05-0.3), at some learning rate synchronous SGD stays at chance while DPSGD on a "
+        "ring trains, and DPSGD's divergence threshold is at least SSGD's",
+        "Zhang et al. 2021, Sec. 4-5 (experiments: SSGD diverges at large batch and lr where DPSGD converges)",
+        "as DPSGD-large-lr over lrs {0.05, 0.1, 0.2, 0.3}: per seed, diverged or final test accuracy < 20 % = at "
+        "chance, >= 30 % = trains; reproduced when some lr has every every-step seed at chance and every ring seed "
+        "training, AND the smallest lr with every ring seed at chance is >= the smallest with every every-step seed "
+        "at chance (infinity if none); else not reproduced; 3 seeds per cell first",
+        large_lr_judge(LOW_LRS), rule_commit=RULE_COMMIT_LOW),),
 ))
