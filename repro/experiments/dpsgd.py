@@ -217,7 +217,7 @@ register(Experiment(
 # thresholds and seeds as the first plan; only the sweep differs. Fixed before any of its runs; the first plan's runs
 # are neither reused nor re-judged.
 LOW_LRS = (0.05, 0.1, 0.2, 0.3)  # 0.05 = the control's step size; doubling to 0.2, then 0.3 just under 0.4
-RULE_COMMIT_LOW = ""  # written in the commit after the one that adds this plan
+RULE_COMMIT_LOW = "6ebc5be03844953193fb108aeae31b1fa8b07933"  # the second plan (its own commit)
 
 register(Experiment(
     name="dpsgd-large-lr-low-cifar10",
