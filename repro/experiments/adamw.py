@@ -44,9 +44,10 @@ QUICK_DATA = ("--set", "data_format=jpeg", "--set", "train_subset=2000", "--set"
 QUICK_BASE = ("--preset", "quick", *QUICK_DATA)
 QUICK_LAMBDAS = (1e-4, 1e-3, 1e-2)  # one per decade of the authors' grid: 0.06, 0.6 and 6 AdamW decay timescales
 QUICK_LR = {False: 1e-3, True: 5e-3}
-# one quick ResNet-20 run on one free core (95 images/s training, 1,240 steps of 32, one 10,000-image test pass);
-# on this 2-core box shared by ~8 engineers a run took ~35 min (a second thread made it 7x slower, not faster)
-QUICK_MINUTES = 8.0
+# one quick ResNet-20 run (1,240 steps of 32, one 10,000-image test pass): measured 112 s a run at --jobs 2 on the
+# 2-core box with nothing else running (2026-12-04; P2-bn's 90 runs: 96 min at --jobs 2). When the box was shared by
+# ~8 engineers a run took ~35 min.
+QUICK_MINUTES = 2.0
 
 # -- the pilot and the seeds ---------------------------------------------------------------------------------------
 # Pilot: AdamW lambda = 1e-3, lr 1e-3, no BN, the quick setting, seeds 900-902 (used by no experiment), run before any
@@ -319,7 +320,8 @@ DEPTH_WHY = (
     "points (final epoch; +0.30 with the mean of the last three epochs) against seed stds up to 3.6 points at "
     "ResNet-56, which also sat at 25 % accuracy (under-fitted): the interval would exclude 0 only at about 45 seeds "
     "per arm (final epoch; about 450 with the last-three mean), 180 runs of which 90 of ResNet-56 (3x ResNet-20's "
-    "cost): about 48 hours of one free core, beyond this machine's budget. The paper's scale needs a GPU.")
+    "cost): about 6 hours of the 2-core machine at --jobs 2 at the pace measured on 2026-12-04 (48 hours by the "
+    "estimate of the shared machine this was written on), beyond this turn's budget. The paper's scale needs a GPU.")
 
 register(Experiment(
     name="adamw-depth",
