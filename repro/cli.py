@@ -84,7 +84,7 @@ def list_components():
         exp = EXPERIMENTS.get(name)
         quick = exp.scales.get("quick")
         typer.echo(f"experiment  {name:<22} {exp.paper}  claims {', '.join(c.id for c in exp.claims):<48} "
-                   f"quick: {len(quick.settings) if quick else 0} settings x {quick.seeds if quick else 0} seeds")
+                   f"quick: {quick.plan_text() if quick else 'none'}")
 
 
 def _shown(default) -> str:

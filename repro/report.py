@@ -211,7 +211,7 @@ def write(results: Path, judged: list[Judged], run_dirs: list[Path]) -> list[Pat
         lines += [f"## {name} ({experiment.paper})", "", experiment.summary + ".", ""]
         for scale in dict.fromkeys(j.scale for j in mine):
             spec = experiment.scales[scale]
-            lines += [f"**{scale}** ({len(spec.settings)} settings x {spec.seeds} seeds; "
+            lines += [f"**{scale}** ({spec.plan_text()}; "
                       f"{sum(j.runs for j in mine if j.scale == scale) // max(1, sum(1 for j in mine if j.scale == scale))}"
                       f" complete runs): {spec.why}", ""]
             for j in (j for j in mine if j.scale == scale):

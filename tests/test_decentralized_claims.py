@@ -100,6 +100,53 @@ def test_monna_momentum_second_plan_is_sized_from_its_pilot_and_judges_fresh_see
     assert judge(short).outcome == claims.INCONCLUSIVE  # 13 of 14 planned
 
 
+def test_monna_baselines_second_plan_sizes_each_arm_from_its_pilot_and_judges_fresh_seeds_only():
+    experiment = EXPERIMENTS.get("monna-baselines-mnist")
+    spec = experiment.scales["quick"]
+    seeds = monna.BASELINE_ARM_SEEDS
+    # the bimodal geometric median without momentum under label flip needs the most; MoNNA's arm takes its
+    # comparisons' largest need; a tight comparison needs the minimum
+    assert seeds["geometric-median beta=0 label-flip"] == seeds["MoNNA label-flip"] == spec.seeds == 24
+    assert seeds["MoNNA ALIE"] == max(seeds[monna.baseline(g, m, "ALIE")] for g in monna.BASELINES
+                                      for m in (True, False))
+    assert seeds["geometric-median label-flip"] == claims.MIN_SEEDS
+    cells = experiment.cells("quick")
+    assert len(cells) == sum(seeds.values())
+    assert {seed for _, seed in cells} == set(range(4, 28))  # fresh: the pilot's seeds 0-3 never run again
+    assert sorted(seed for s, seed in cells if s.label == "trimmed-mean label-flip") == [4, 5, 6, 7]
+    judge = experiment.claims[0].judge
+
+    def runs(mean_of, seeds_of) -> Evidence:
+        return Evidence({label: [_run(s, worker0_test_acc=[0.5] + [mean_of(label) + 0.002 * (s % 3)] * 3,
+                                      test_acc=[0.5] + [mean_of(label)] * 3) for s in seeds_of(label)]
+                         for label in seeds})
+
+    fine = lambda label: 0.95  # noqa: E731 -- every arm equal: MoNNA no worse than any baseline
+    planned = lambda label: range(4, 4 + seeds[label])  # noqa: E731
+    assert judge(runs(fine, planned)).outcome == claims.REPRODUCED
+    # one arm a seed short of its own plan: no verdict
+    short = lambda label: range(4, 4 + seeds[label] - (label == "trimmed-mean FOE"))  # noqa: E731
+    verdict = judge(runs(fine, short))
+    assert verdict.outcome == claims.INCONCLUSIVE and "trimmed-mean FOE 5 of 6" in verdict.detail
+    # the pilot's seeds alone, even complete in number, never count
+    assert judge(runs(fine, lambda label: range(seeds[label]))).outcome == claims.INCONCLUSIVE
+    # MoNNA 5 points under trimmed mean on the fresh seeds: refuted
+    worse = lambda label: 0.90 if label == "MoNNA sign-flip" else 0.95  # noqa: E731
+    assert judge(runs(worse, planned)).outcome == claims.NOT_REPRODUCED
+
+
+def test_settings_may_plan_their_own_judging_seeds_up_to_their_scales():
+    from repro.experiments import Experiment, Scale, Setting
+
+    spec = Scale((Setting("a", ("t",)), Setting("b", ("t",), seeds=2)), seeds=4, first_seed=1)
+    cells = Experiment("x", "P1", "", {"quick": spec}).cells("quick")
+    assert [(s.label, seed) for s, seed in cells] == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("a", 4)]
+    # a --seeds override applies to every setting
+    assert len(Experiment("x", "P1", "", {"quick": spec}).cells("quick", seeds=3)) == 6
+    with pytest.raises(ValueError, match="more judging seeds"):
+        Scale((Setting("a", ("t",), seeds=5),), seeds=4)
+
+
 def test_dpsgd_tracks_is_non_inferiority_of_the_final_training_loss():
     def ev(ring: float) -> Evidence:
         return Evidence({dpsgd.EVERY: [_run(s, trainset_loss=[1.0, 0.50 + 0.005 * s]) for s in range(3)],

@@ -34,12 +34,13 @@ class Setting:
     argv: tuple[str, ...]  # `repro run` arguments: task or recipe first, never --seed
     grid: str = ""  # the tuned grid it belongs to ("" = not tuned: runs on the judging seeds only)
     minutes: float | None = None  # one run's estimate where it differs from the scale's (e.g. twice the gradients)
+    seeds: int | None = None  # its judging seeds where its plan differs from the scale's (arms sized one by one)
 
 
 @dataclass(frozen=True)
 class Scale:
     settings: tuple[Setting, ...]
-    seeds: int = 3  # judging seeds per judged setting
+    seeds: int = 3  # judging seeds per judged setting (the most, where settings plan their own: Setting.seeds)
     minutes_per_run: float = 0.0  # one run on the reference 2-core CPU (quick) or one GPU box (paper): estimates
     why: str = ""  # why this setting: written before any of its runs, never retuned to agree with a paper
     launcher: str = ""  # "" = `repro run` per cell; "emulated-cluster" = each cell on two emulated nodes
@@ -48,6 +49,11 @@ class Scale:
     # (evidence of the selection seeds' runs, a grid's labels in grid order) -> the chosen label, or None while a
     # selection run is missing; required when the scale has grids
     choose: Callable[[Evidence, list[str]], str | None] | None = None
+
+    def __post_init__(self):
+        over = [s.label for s in self.settings if s.seeds and s.seeds > self.seeds]
+        if over:
+            raise ValueError(f"settings plan more judging seeds than their scale's {self.seeds}: {', '.join(over)}")
 
     def grids(self) -> dict[str, list[str]]:
         """Each tuned grid's labels, in grid order."""
@@ -62,6 +68,18 @@ class Scale:
         seeds when the scale has grids, else first_seed .. first_seed + seeds - 1."""
         start = max(self.selection_seeds) + 1 if self.grids() else self.first_seed
         return list(range(start, start + (seeds or self.seeds)))
+
+    def plan_text(self) -> str:
+        """ "6 settings x 41 seeds", or where settings plan their own seeds "20 settings, 3-24 seeds each"."""
+        own = {s.seeds or self.seeds for s in self.settings}
+        if len(own) <= 1:
+            return f"{len(self.settings)} settings x {self.seeds} seeds"
+        return f"{len(self.settings)} settings, {min(own)}-{max(own)} seeds each"
+
+    def setting_seeds(self, setting: Setting, seeds: int | None = None) -> list[int]:
+        """The judging seeds ``setting`` runs: ``seeds`` when given (a --seeds override), else its own plan's, else
+        the scale's."""
+        return self.judging_seeds(seeds or setting.seeds)
 
     def chosen(self, ev: Evidence) -> dict[str, str | None]:
         """Each grid's chosen label (None while its selection is incomplete), from the selection seeds' runs only."""
@@ -94,7 +112,9 @@ class Experiment:
         if spec.grids():
             judged |= {label for label in spec.chosen(ev or Evidence({})).values() if label}
         selection = [(s, seed) for seed in spec.selection_seeds for s in spec.settings if s.grid]
-        return selection + [(s, seed) for seed in spec.judging_seeds(seeds) for s in spec.settings if s.label in judged]
+        judging = {s.label: set(spec.setting_seeds(s, seeds)) for s in spec.settings if s.label in judged}
+        return selection + [(s, seed) for seed in spec.judging_seeds(seeds) for s in spec.settings
+                            if seed in judging.get(s.label, ())]
 
     def pending_judging_runs(self, scale: str, seeds: int | None = None, ev: Evidence | None = None) -> int:
         """Judging runs not yet among ``cells``: those of the grids whose selection is incomplete."""
