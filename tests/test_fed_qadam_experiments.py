@@ -124,7 +124,7 @@ def _acc_evidence(spec, means: dict[str, float], seeds: int | None = None) -> Ev
     runs = {s.label: [] for s in spec.settings}
     for label, mean in means.items():
         runs[label] = [_acc_run(seed, mean + 0.001 * (k % 3 - 1)) for k, seed in
-                       enumerate(range(seeds or spec.seeds))]
+                       enumerate(spec.judging_seeds(seeds))]
     runs[qadam.EF].append(_acc_run(qadam.PILOT_SEEDS[0], 0.10))  # a pilot run: never judged
     return Evidence(runs)
 
@@ -138,6 +138,25 @@ def test_qadam_ef_needs_error_feedback_within_the_tolerance_and_its_absence_belo
     assert no_need.outcome == claims.NOT_REPRODUCED
     short = _judge(QEF, _acc_evidence(spec, {qadam.FULL: 0.88, qadam.EF: 0.878, qadam.NO_EF: 0.83}, seeds=2))
     assert short.outcome == claims.INCONCLUSIVE
+
+
+def test_qadam_ef_second_plan_sizes_each_arm_from_the_first_plans_runs_and_judges_fresh_seeds_only():
+    spec = QEF.scales["quick"]
+    assert spec.judging_seeds() == [3, 4, 5, 6] and not set(spec.judging_seeds()) & set(qadam.EF_PILOT_SEEDS)
+    # full precision is in both parts, so it runs the larger need
+    assert qadam.EF_ARM_SEEDS[qadam.FULL] == max(qadam.EF_ARM_SEEDS.values()) == spec.seeds
+    assert len(QEF.cells("quick")) == sum(qadam.EF_ARM_SEEDS.values()) == 11
+    means = {qadam.FULL: 0.88, qadam.EF: 0.878, qadam.NO_EF: 0.83}
+
+    def runs(seeds_of) -> Evidence:
+        return Evidence({label: [_acc_run(seed, mean + 0.001 * (seed % 3 - 1)) for seed in seeds_of(label)]
+                         for label, mean in means.items()})
+    planned = lambda label: range(3, 3 + qadam.EF_ARM_SEEDS[label])  # noqa: E731
+    assert _judge(QEF, runs(planned)).outcome == claims.REPRODUCED
+    # the pilot's seeds 0-2 never count, even with the plan's seeds one short
+    one_short = lambda label: [*range(3), *list(planned(label))[:-1]]  # noqa: E731
+    verdict = _judge(QEF, runs(one_short))
+    assert verdict.outcome == claims.INCONCLUSIVE and "of 4" in verdict.detail
 
 
 def test_qadam_weights_fails_on_a_cliff():
