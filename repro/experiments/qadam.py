@@ -192,7 +192,7 @@ def _part_seeds(a: str, b: str, offset: float) -> int:
 EF_PART_SEEDS = {"(a)": _part_seeds(EF, FULL, -TOLERANCE), "(b)": _part_seeds(FULL, NO_EF, TOLERANCE)}
 EF_ARM_SEEDS = {FULL: max(EF_PART_SEEDS.values()), EF: EF_PART_SEEDS["(a)"], NO_EF: EF_PART_SEEDS["(b)"]}
 EF_FIRST_SEED = max(EF_PILOT_SEEDS) + 1
-RULE_COMMIT_EF = ""  # the second plan's own commit, written in the commit after it
+RULE_COMMIT_EF = "281e4577b4c6be464143278d824abef6263869df"  # the second plan's own commit
 
 
 def _ef_plan_text() -> str:
