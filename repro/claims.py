@@ -310,8 +310,13 @@ class Pilot:
                 f"pilot's std.")
 
 
-def short_of_plan(counts: dict[str, int], planned: int, what: str = "planned judging seeds") -> str | None:
-    """None once every arm has its planned seeds, else "A 2, B 3 of the 5 planned judging seeds complete"."""
+def short_of_plan(counts: dict[str, int], planned: int | dict[str, int],
+                  what: str = "planned judging seeds") -> str | None:
+    """None once every arm has its planned seeds, else "A 2, B 3 of the 5 planned judging seeds complete"; with a
+    plan per arm (``planned`` a dict), the arms short of theirs: "A 2 of 4, B 3 of 6"."""
+    if isinstance(planned, dict):
+        short = [f"{label} {n} of {planned[label]}" for label, n in counts.items() if n < planned[label]]
+        return ", ".join(short) or None
     if min(counts.values(), default=0) >= planned:
         return None
     return ", ".join(f"{label} {n}" for label, n in counts.items()) + f" of the {planned} {what} complete"

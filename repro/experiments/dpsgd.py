@@ -180,6 +180,12 @@ LARGE_BASE = ("resnet20-cifar10", "--preset", "quick", "--set", "data_format=jpe
               "--set", "batch_size=64", "--set", "train_subset=10000", "--set", "test_subset=2000", "--epochs", "5",
               "--momentum", "0.9", "--weight-decay", "5e-4")
 
+def sweep_settings(lrs: tuple[float, ...]) -> tuple[Setting, ...]:
+    """Both arms at each lr of ``lrs`` in LARGE_BASE's setting."""
+    return tuple(Setting(lr_label(algo, lr), (*LARGE_BASE, *flags, "--lr", f"{lr:g}"))
+                 for algo, flags in ALGOS.items() for lr in lrs)
+
+
 register(Experiment(
     name="dpsgd-large-lr-cifar10",
     paper="DPSGD-LR",
@@ -187,8 +193,7 @@ register(Experiment(
             "warm-up, ResNet-20 on a CIFAR-10 subset with 8 workers and global batch 512: final test accuracy and "
             "the ring's consensus distance (Zhang et al.'s large-batch, large-lr comparison)",
     scales={"quick": Scale(
-        tuple(Setting(lr_label(algo, lr), (*LARGE_BASE, *flags, "--lr", f"{lr:g}"))
-              for algo, flags in ALGOS.items() for lr in LARGE_LRS),
+        sweep_settings(LARGE_LRS),
         seeds=LARGE_SEEDS, minutes_per_run=3.5, why=(
             "Zhang et al.'s claim at laptop scale: ResNet-20 with BN (SGD, momentum 0.9, weight decay 5e-4) on a "
             "class-balanced 10,000-image CIFAR-10 subset (JPEG copy), 8 workers x batch 64 = 512, "
@@ -225,8 +230,7 @@ register(Experiment(
     summary="DPSGD-large-lr's second plan: the same 8-worker ResNet-20 comparison over learning rates below the first "
             "sweep's 0.4, where both algorithms stalled",
     scales={"quick": Scale(
-        tuple(Setting(lr_label(algo, lr), (*LARGE_BASE, *flags, "--lr", f"{lr:g}"))
-              for algo, flags in ALGOS.items() for lr in LOW_LRS),
+        sweep_settings(LOW_LRS),
         seeds=LARGE_SEEDS, minutes_per_run=3.5, why=(
             "The first plan (lrs 0.4-6.4) left every run of both arms at chance, 0.4 included, so it could not show "
             "the window Zhang et al. report. This plan keeps its setting (ResNet-20 with BN, SGD momentum 0.9, "

@@ -115,7 +115,7 @@ def values(ev: Evidence, label: str, value=WORKER0) -> list[float]:
     return [v for v in found if not math.isnan(v)]
 
 
-def short_of_plan(ev: Evidence, labels, planned: int) -> str | None:
+def short_of_plan(ev: Evidence, labels, planned: int | dict[str, int]) -> str | None:
     return claims.short_of_plan({label: len(values(ev, label)) for label in labels}, planned)
 
 
@@ -238,12 +238,7 @@ def judge_baselines(planned: int | dict[str, int], seeds=None):
             ev = of_seeds(ev, seeds)
         labels = [monna(a) for a in ATTACKS] + [baseline(g, m, a) for a in ATTACKS for g in BASELINES
                                                  for m in (True, False)]
-        if isinstance(planned, int):
-            short = short_of_plan(ev, labels, planned)
-        else:
-            missing = {label: (len(values(ev, label)), planned[label]) for label in labels
-                       if len(values(ev, label)) < planned[label]}
-            short = ", ".join(f"{label} {n} of {want}" for label, (n, want) in missing.items()) or None
+        short = short_of_plan(ev, labels, planned)
         parts, measured = [], []
         for attack in ATTACKS:
             ours = values(ev, monna(attack))

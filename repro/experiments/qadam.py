@@ -76,7 +76,7 @@ def bytes_per_step(ev: Evidence, label: str) -> str:
     return f"{label}: {int(max(up)):,} B up / worker, {int(max(down)):,} B down"
 
 
-def _short_of_plan(ev: Evidence, labels: Sequence[str], seeds: int) -> str | None:
+def _short_of_plan(ev: Evidence, labels: Sequence[str], seeds: int | dict[str, int]) -> str | None:
     return claims.short_of_plan({label: len(_values(ev, label)) for label in labels}, seeds, "planned seeds")
 
 
@@ -107,11 +107,9 @@ def judge_ef(spec: Scale, planned: dict[str, int] | None = None, seeds=None) -> 
         detail = (f"(a) error feedback within {TOLERANCE * 100:g} point: {a[0]}, {a[1]}; (b) without it more than "
                   f"{TOLERANCE * 100:g} point below (interval of full − no-EF − {TOLERANCE * 100:g} points): {b[0]}, "
                   f"{b[1]}")
-        want = planned or {label: spec.seeds for label in (FULL, EF, NO_EF)}
-        missing = [f"{label} {len(_values(ev, label))} of {n}" for label, n in want.items() if len(_values(ev, label)) < n]
-        if missing:
-            return Verdict(claims.INCONCLUSIVE, measured,
-                           f"not judged before the planned seeds: {', '.join(missing)}; {detail}")
+        short = _short_of_plan(ev, (FULL, EF, NO_EF), planned or spec.seeds)
+        if short:
+            return Verdict(claims.INCONCLUSIVE, measured, f"not judged before the planned seeds: {short}; {detail}")
         return Verdict(claims.combine([a[0], b[0]]), measured, detail)
     return judge
 
