@@ -159,11 +159,42 @@ def test_qadam_ef_second_plan_sizes_each_arm_from_the_first_plans_runs_and_judge
     assert verdict.outcome == claims.INCONCLUSIVE and "of 4" in verdict.detail
 
 
+def _weights_evidence(means: dict, seeds) -> Evidence:
+    return Evidence({label: [_acc_run(seed, mean + 0.001 * (seed % 3 - 1)) for seed in seeds]
+                     for label, mean in means.items()})
+
+
+SMOOTH = {qadam.EF: 0.88, **{qadam.delta_label(d): 0.88 - 0.02 * k for k, d in enumerate(qadam.DELTAS)}}
+
+
 def test_qadam_weights_fails_on_a_cliff():
-    spec = QW.scales["quick"]
-    smooth = {qadam.EF: 0.88, **{qadam.delta_label(d): 0.88 - 0.02 * k for k, d in enumerate(qadam.DELTAS)}}
-    assert _judge(QW, _acc_evidence(spec, smooth)).outcome == claims.REPRODUCED
-    cliff = {**smooth, qadam.delta_label(qadam.DELTAS[-1]): 0.30}
-    verdict = _judge(QW, _acc_evidence(spec, cliff))
+    planned = {label: 4 for label in qadam.WEIGHT_LADDER}
+    judge = qadam.judge_weights(QW.scales["quick"], planned, seeds=range(10, 14))
+    assert judge(_weights_evidence(SMOOTH, range(10, 14))).outcome == claims.REPRODUCED
+    cliff = {**SMOOTH, qadam.delta_label(qadam.DELTAS[-1]): 0.30}
+    verdict = judge(_weights_evidence(cliff, range(10, 14)))
     assert verdict.outcome == claims.NOT_REPRODUCED and f"δ={qadam.DELTAS[-1]:g} vs δ={qadam.DELTAS[-2]:g}" in \
         verdict.detail
+    # the pilot's seeds and a missing planned seed: no verdict
+    assert judge(_weights_evidence(SMOOTH, [900, 901, 902, 10, 11, 12])).outcome == claims.INCONCLUSIVE
+
+
+def test_qadam_weights_second_plan_runs_its_pilot_first_then_sizes_each_arm_from_it():
+    spec = QW.scales["quick"]
+    if qadam.WEIGHTS_PILOT:  # the plan: fresh seeds from WEIGHTS_FIRST_SEED, each arm its own count
+        assert spec.judging_seeds()[0] == qadam.WEIGHTS_FIRST_SEED
+        assert len(QW.cells("quick")) == sum(qadam.WEIGHTS_ARM_SEEDS.values())
+    else:  # until the pilot's values are in code, the scale's runs are the pilot and nothing is judged
+        assert spec.judging_seeds() == list(qadam.PILOT_SEEDS)
+        verdict = _judge(QW, _weights_evidence(SMOOTH, qadam.PILOT_SEEDS))
+        assert verdict.outcome == claims.INCONCLUSIVE and "waiting for the pilot" in verdict.detail
+    # sizing: a part whose pilot difference is far from its margin needs the minimum; one on its margin the cap;
+    # an arm runs the largest need of its parts
+    pilot = {label: (0.800, 0.802, 0.804) for label in qadam.WEIGHT_LADDER}
+    assert set(qadam.weights_arm_seeds(pilot).values()) == {claims.MIN_SEEDS}
+    pilot[qadam.delta_label(qadam.DELTAS[0])] = (0.790, 0.792, 0.794)  # exactly 1 point below float32: on the margin
+    need = qadam.weights_part_seeds(pilot)
+    assert need[qadam.WEIGHT_PARTS[0][0]] == qadam.WEIGHTS_AFFORDABLE
+    arms = qadam.weights_arm_seeds(pilot)
+    assert arms[qadam.EF] == arms[qadam.delta_label(qadam.DELTAS[0])] == qadam.WEIGHTS_AFFORDABLE
+    assert arms[qadam.delta_label(qadam.DELTAS[-1])] == claims.MIN_SEEDS

@@ -60,6 +60,11 @@ def delta_label(delta: float) -> str:
 WEIGHT_SETTINGS = (EF_SETTINGS[1], *(
     Setting(delta_label(d), (*BASE, *_ps("quantizer=scaled-sign", "error_feedback=true", f"delta={d:g}")))
     for d in DELTAS))
+WEIGHT_LADDER = (EF, *(delta_label(d) for d in DELTAS))
+# (name, arm, reference, margin): each part is "arm non-inferior to reference within margin"
+WEIGHT_PARTS = ((f"δ={DELTAS[0]:g} vs float32 weights", WEIGHT_LADDER[1], EF, TOLERANCE), *(
+    (f"δ={coarse:g} vs δ={fine:g}", delta_label(coarse), delta_label(fine), STEP_DROP)
+    for fine, coarse in zip(DELTAS, DELTAS[1:])))
 
 
 # -- the judged values -----------------------------------------------------------------------------------------------
@@ -116,50 +121,39 @@ def judge_ef(spec: Scale, planned: dict[str, int] | None = None, seeds=None) -> 
 
 # -- QADAM-weights ---------------------------------------------------------------------------------------------------
 
-def judge_weights(spec: Scale) -> Callable[[Evidence], Verdict]:
+def judge_weights(spec: Scale, planned: dict[str, int] | None = None, seeds=None,
+                  pending: str | None = None) -> Callable[[Evidence], Verdict]:
     """(a) the finest grid non-inferior to float32 weights within TOLERANCE; (b) every half-decade coarsening of δ
-    non-inferior to the finer grid within STEP_DROP (no cliff)."""
+    non-inferior to the finer grid within STEP_DROP (no cliff). ``planned``: each arm's judging seeds (default: the
+    scale's for all); ``seeds``: the plan's judging seeds (others, a pilot's, never count); ``pending``: why no run
+    is judged yet (a plan waiting for its pilot)."""
     def judge(ev: Evidence) -> Verdict:
-        ev = _judging(ev)
-        ladder = [EF, *(delta_label(d) for d in DELTAS)]
-        values = {label: _values(ev, label) for label in ladder}
+        from repro.experiments import of_seeds
+
+        ev = _judging(ev) if seeds is None else of_seeds(ev, seeds)
+        values = {label: _values(ev, label) for label in WEIGHT_LADDER}
         measured = ("final test accuracy %: " + "; ".join(claims.describe(label, v, 100) for label, v in
                                                           values.items())
-                    + ". Bytes per step: " + "; ".join(bytes_per_step(ev, label) for label in ladder))
-        parts = [(f"δ={DELTAS[0]:g} vs float32 weights",
-                  claims.at_least(values[ladder[1]], values[EF], TOLERANCE, True, claims.POINTS))]
-        for finer, coarser, d_fine, d_coarse in zip(ladder[1:], ladder[2:], DELTAS, DELTAS[1:]):
-            parts.append((f"δ={d_coarse:g} vs δ={d_fine:g}",
-                          claims.at_least(values[coarser], values[finer], STEP_DROP, True, claims.POINTS)))
+                    + ". Bytes per step: " + "; ".join(bytes_per_step(ev, label) for label in WEIGHT_LADDER))
+        if pending:
+            return Verdict(claims.INCONCLUSIVE, measured, pending)
+        parts = [(name, claims.at_least(values[arm], values[reference], margin, True, claims.POINTS))
+                 for name, arm, reference, margin in WEIGHT_PARTS]
         detail = "; ".join(f"{name}: {outcome}, {interval}" for name, (outcome, interval) in parts)
-        short = _short_of_plan(ev, ladder, spec.seeds)
+        short = _short_of_plan(ev, WEIGHT_LADDER, planned or spec.seeds)
         if short:
             return Verdict(claims.INCONCLUSIVE, measured, f"not judged before the planned seeds: {short}; {detail}")
         return Verdict(claims.combine([o for _, (o, _) in parts]), measured, detail)
     return judge
 
 
-# -- the pilot and the seeds -----------------------------------------------------------------------------------------
+# -- the first plans' pilot -----------------------------------------------------------------------------------------
 # Pilot (results/qadam-ef-fashion-mnist/pilot, before any judged run): the error-feedback arm on PILOT_SEEDS; its
 # final test accuracies give the seed std; () while it has not run.
 # seeds 900, 901 (a third was not affordable), run from c82c061
 PILOT = claims.Pilot(EF, (900, 901), (0.7345, 0.7685), measure="final test accuracy", percent=True)
 SEEDS = PILOT.seeds_for(TOLERANCE)
 RUN_MINUTES = 4.5  # the pilot: 269 and 270 s wall a run of 4 workers on the shared 2-core box (load ~20)
-AFFORDABLE = claims.MIN_SEEDS  # seeds per arm this machine could give the judged runs (3 arms x 3 seeds: ~40 min)
-
-
-def _pilot_text(arms: int = 3, run_here: bool = True) -> str:
-    text = PILOT.text(SEEDS, f"'within {TOLERANCE * 100:g} point'") + " Two seeds: a rough estimate of the std."
-    if not run_here:
-        text += (f" NOT RUN on this machine: {arms * SEEDS} runs of ~{RUN_MINUTES:g} min planned; even "
-                 f"{AFFORDABLE} seeds per arm ({arms * AFFORDABLE} runs, ~{arms * AFFORDABLE * RUN_MINUTES:.0f} min) "
-                 f"were beyond this session's share of the shared 2-core box.")
-    elif SEEDS > AFFORDABLE:
-        text += (f" Not decidable on this machine: {arms * SEEDS} runs of ~{RUN_MINUTES:g} min; {AFFORDABLE} seeds "
-                 f"per arm are run, and the verdict waits for the planned {SEEDS} (the report shows the numbers and "
-                 f"the seeds that would decide at the observed effect).")
-    return text
 
 
 _SETTING_TEXT = (
@@ -191,6 +185,7 @@ EF_PART_SEEDS = {"(a)": _part_seeds(EF, FULL, -TOLERANCE), "(b)": _part_seeds(FU
 EF_ARM_SEEDS = {FULL: max(EF_PART_SEEDS.values()), EF: EF_PART_SEEDS["(a)"], NO_EF: EF_PART_SEEDS["(b)"]}
 EF_FIRST_SEED = max(EF_PILOT_SEEDS) + 1
 RULE_COMMIT_EF = "281e4577b4c6be464143278d824abef6263869df"  # the second plan's own commit
+RULE_COMMIT_WEIGHTS = RULE_COMMIT  # until the second plan's pilot is written in code
 
 
 def _ef_plan_text() -> str:
@@ -210,12 +205,70 @@ EF_SCALE = Scale(tuple(Setting(s.label, s.argv, seeds=EF_ARM_SEEDS[s.label]) for
     _SETTING_TEXT + f"Tolerance {TOLERANCE * 100:g} point of test accuracy, fixed before any run. Weights go back "
     f"in float32 in all three arms, so only the gradient message differs. " + _ef_plan_text()))
 
-WEIGHTS_SCALE = Scale(WEIGHT_SETTINGS, seeds=SEEDS, minutes_per_run=RUN_MINUTES, why=(
+# QADAM-weights, second plan. The first (every arm at the seeds QADAM-ef's first plan sized: 5 x 97 runs) was not
+# affordable and never ran. This plan's pilot is every arm on PILOT_SEEDS (results/qadam-weights-fashion-mnist/quick,
+# never judged): until its values are written below, this scale's runs ARE the pilot and no claim is judged. Then each
+# part gets the seeds that give 80 % power for the outcome its pilot points to (claims.seeds_for_effect on the
+# distance of the pilot's mean difference from the part's margin, with both arms' pilot stds), capped at
+# WEIGHTS_AFFORDABLE (a part that would need more is run at the cap and the report says how many would decide);
+# each arm runs the largest need of its parts, on fresh seeds from WEIGHTS_FIRST_SEED (past the seeds 0-6 that
+# QADAM-ef's runs of the float32-weights setting used).
+WEIGHTS_PILOT: dict[str, tuple[float, ...]] = {}  # each arm's final test accuracy on PILOT_SEEDS; {} until it ran
+WEIGHTS_FIRST_SEED = 10
+WEIGHTS_AFFORDABLE = 12  # judging seeds per arm at most: 5 arms x 12 runs of ~2 min at --jobs 2 is ~1 h
+
+
+def weights_part_seeds(pilot: dict[str, Sequence[float]]) -> dict[str, int]:
+    """Judging seeds per arm each part needs, from the pilot (capped at WEIGHTS_AFFORDABLE)."""
+    need = {}
+    for name, arm, reference, margin in WEIGHT_PARTS:
+        (ma, sa, _), (mr, sr, _) = claims.mean_std(pilot[arm]), claims.mean_std(pilot[reference])
+        distance = abs(ma - mr + margin)
+        try:
+            need[name] = min(claims.seeds_for_effect(sa, sr, distance), WEIGHTS_AFFORDABLE)
+        except ValueError:  # the pilot's difference sits on the margin
+            need[name] = WEIGHTS_AFFORDABLE
+    return need
+
+
+def weights_arm_seeds(pilot: dict[str, Sequence[float]]) -> dict[str, int]:
+    """Each arm's judging seeds: the largest need among the parts it is in."""
+    part_seeds = weights_part_seeds(pilot)
+    return {label: max(part_seeds[name] for name, arm, reference, _ in WEIGHT_PARTS if label in (arm, reference))
+            for label in WEIGHT_LADDER}
+
+
+_WEIGHTS_RULE_TEXT = (
     _SETTING_TEXT + f"Gradients go up as 1-bit scaled sign with error feedback; weights come back float32 or on "
     f"the grid δ·round(x/δ) for δ = {', '.join(f'{d:g}' for d in DELTAS)} (the server keeps full-precision x). "
     f"'Graceful': δ = {DELTAS[0]:g} within {TOLERANCE * 100:g} point of float32 weights and no half-decade "
     f"coarsening costing more than {STEP_DROP * 100:g} points (non-inferiority each), fixed before any run. "
-    + _pilot_text(arms=len(WEIGHT_SETTINGS), run_here=False)))
+    f"Second plan: the first (5 x {SEEDS} runs) was not affordable and never ran. ")
+
+if WEIGHTS_PILOT:
+    WEIGHTS_PART_SEEDS = weights_part_seeds(WEIGHTS_PILOT)
+    WEIGHTS_ARM_SEEDS = weights_arm_seeds(WEIGHTS_PILOT)
+    WEIGHTS_PENDING = None
+    _shown = "; ".join(f"{label} {claims.mean_std(v)[0] * 100:.2f} ± {claims.mean_std(v)[1] * 100:.2f} %"
+                       for label, v in WEIGHTS_PILOT.items())
+    WEIGHTS_SCALE = Scale(
+        tuple(Setting(s.label, s.argv, seeds=WEIGHTS_ARM_SEEDS[s.label]) for s in WEIGHT_SETTINGS),
+        seeds=max(WEIGHTS_ARM_SEEDS.values()), first_seed=WEIGHTS_FIRST_SEED, minutes_per_run=RUN_MINUTES, why=(
+            _WEIGHTS_RULE_TEXT + f"Pilot (every arm, seeds {', '.join(map(str, PILOT_SEEDS))}, never judged): "
+            f"{_shown}. Seeds per arm for 80 % power for the outcome each part's pilot points to (at most "
+            f"{WEIGHTS_AFFORDABLE}): " + ", ".join(f"{k} {v}" for k, v in WEIGHTS_PART_SEEDS.items())
+            + f"; each arm runs the largest need of its parts, on fresh seeds from {WEIGHTS_FIRST_SEED}."))
+else:
+    WEIGHTS_ARM_SEEDS = None
+    WEIGHTS_PENDING = (f"waiting for the pilot: every arm on seeds {', '.join(map(str, PILOT_SEEDS))} runs first "
+                       f"(`repro reproduce qadam-weights-fashion-mnist`), its values are written in code and the "
+                       f"judging seeds computed from them before any judged run")
+    WEIGHTS_SCALE = Scale(WEIGHT_SETTINGS, seeds=len(PILOT_SEEDS), first_seed=PILOT_SEEDS[0],
+                          minutes_per_run=RUN_MINUTES, why=(
+        _WEIGHTS_RULE_TEXT + "Until the pilot's values are written in code, this scale's runs are the pilot: every "
+        f"arm on seeds {', '.join(map(str, PILOT_SEEDS))}, never judged. Then each part is sized for 80 % power for "
+        f"the outcome its pilot points to (at most {WEIGHTS_AFFORDABLE} seeds per arm), each arm runs the largest "
+        f"need of its parts, on fresh seeds from {WEIGHTS_FIRST_SEED}."))
 
 register(Experiment(
     name="qadam-ef-fashion-mnist",
@@ -251,6 +304,9 @@ register(Experiment(
         f"on the same seeds: Welch 95% CI of the test accuracy (δ = {DELTAS[0]:g} − float32 weights) above "
         f"−{TOLERANCE * 100:g} point, and for each half-decade step of δ ({', '.join(f'{d:g}' for d in DELTAS)}) "
         f"the CI of (coarser − finer) above −{STEP_DROP * 100:g} points; all reproduced -> reproduced, any not "
-        f"reproduced -> not reproduced; >= 3 seeds per arm",
-        judge_weights(WEIGHTS_SCALE), rule_commit=RULE_COMMIT),),
+        f"reproduced -> not reproduced; no verdict before every arm has its planned seeds (sized from the pilot "
+        f"on seeds {', '.join(map(str, PILOT_SEEDS))}, never judged; fresh from seed {WEIGHTS_FIRST_SEED})",
+        judge_weights(WEIGHTS_SCALE, WEIGHTS_ARM_SEEDS, pending=WEIGHTS_PENDING,
+                      seeds=None if WEIGHTS_PENDING else WEIGHTS_SCALE.judging_seeds()),
+        rule_commit=RULE_COMMIT_WEIGHTS),),
 ))
