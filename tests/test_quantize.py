@@ -19,6 +19,20 @@ def test_bit_packing_round_trips_every_width(bits):
         assert torch.equal(quantize.unpack_bits(packed, bits, n), codes)
 
 
+def test_bit_packing_lays_codes_end_to_end_little_endian():
+    """Bit j of code i is bit i*bits + j of the stream (the wire format; a faster packer must not change it)."""
+    gen = torch.Generator().manual_seed(0)
+    for bits in (1, 2, 3, 5, 7, 8, 11, 13, 16, 24, 31, 32):
+        for n in (1, 3, 8, 9, 20):
+            codes = torch.randint(0, 2**bits, (n,), generator=gen, dtype=torch.int64)
+            stream = [0] * math.ceil(n * bits / 8)
+            for i, code in enumerate(codes.tolist()):
+                for j in range(bits):
+                    if code >> j & 1:
+                        stream[(i * bits + j) // 8] |= 1 << ((i * bits + j) % 8)
+            assert quantize.pack_bits(codes, bits).tolist() == stream, (bits, n)
+
+
 @pytest.mark.parametrize("n", [1, 5, 8, 13, 1000])
 def test_packed_size_is_exact(n):
     x = torch.randn(n, generator=torch.Generator().manual_seed(n))

@@ -148,22 +148,24 @@ class ErrorFeedback:
 
 # -- bit packing ----------------------------------------------------------------------------------------------
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Non-negative integer codes < 2^bits into ⌈len·bits/8⌉ bytes (little-endian bit order)."""
+    """Non-negative integer codes < 2^bits into ⌈len·bits/8⌉ bytes, code after code, little-endian bit order (bit j
+    of code i is bit (i·bits + j) of the stream). Eight codes fill exactly ``bits`` bytes, so the codes are taken
+    eight at a time and each byte gathers the pieces of the codes that overlap it: about (bits + 8)/8 passes over
+    the codes, never a tensor of one element per bit."""
     n = codes.numel()
     if bits == 0 or n == 0:
         return torch.zeros(0, dtype=torch.uint8, device=codes.device)
     if bits == 8:
         return codes.to(torch.uint8)
-    if bits == 1:
-        plane = codes.reshape(-1).to(torch.uint8)
-    else:
-        shifts = torch.arange(bits, device=codes.device, dtype=torch.int64)
-        plane = ((codes.reshape(-1, 1) >> shifts) & 1).to(torch.uint8).reshape(-1)  # n*bits bits, code by code
-    pad = (-plane.numel()) % 8
-    if pad:
-        plane = torch.cat([plane, plane.new_zeros(pad)])
-    weights = (1 << torch.arange(8, device=codes.device, dtype=torch.int64)).to(torch.uint8)
-    return (plane.reshape(-1, 8) * weights).sum(dim=1, dtype=torch.int64).to(torch.uint8)
+    if bits == 1:  # the scaled sign's codes: one bit each, eight a byte
+        weights = (1 << torch.arange(8, device=codes.device, dtype=torch.int64)).to(torch.uint8)
+        return (_in_eights(codes.reshape(-1).to(torch.uint8)) * weights).sum(dim=1, dtype=torch.int64).to(torch.uint8)
+    groups = _in_eights(codes.reshape(-1).to(torch.int64))
+    out = torch.zeros(groups.shape[0], bits, dtype=torch.int64, device=codes.device)
+    for k, m, shift in _overlaps(bits):
+        code = groups[:, k]
+        out[:, m] |= (code << shift if shift >= 0 else code >> -shift) & 0xFF
+    return out.to(torch.uint8).reshape(-1)[: math.ceil(n * bits / 8)]
 
 
 def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
@@ -172,10 +174,33 @@ def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
         return torch.zeros(n, dtype=torch.int64, device=packed.device)
     if bits == 8:
         return packed[:n].to(torch.int64)
-    shifts = torch.arange(8, device=packed.device, dtype=torch.int64)
-    plane = ((packed.to(torch.int64).reshape(-1, 1) >> shifts) & 1).reshape(-1)[: n * bits]
-    weights = 1 << torch.arange(bits, device=packed.device, dtype=torch.int64)
-    return (plane.reshape(n, bits) * weights).sum(dim=1)
+    if bits == 1:
+        shifts = torch.arange(8, device=packed.device, dtype=torch.int64)
+        return ((packed.to(torch.int64).reshape(-1, 1) >> shifts) & 1).reshape(-1)[:n]
+    stream = packed.reshape(-1).to(torch.int64)
+    pad = (-stream.numel()) % bits
+    if pad:
+        stream = torch.cat([stream, stream.new_zeros(pad)])
+    rows = stream.reshape(-1, bits)  # eight codes a row
+    groups = torch.zeros(rows.shape[0], 8, dtype=torch.int64, device=packed.device)
+    for k, m, shift in _overlaps(bits):  # byte m holds the code's bits from -shift on (or from 0, shifted in)
+        byte = rows[:, m]
+        groups[:, k] |= byte >> shift if shift >= 0 else byte << -shift
+    return (groups & ((1 << bits) - 1)).reshape(-1)[:n]
+
+
+def _in_eights(codes: torch.Tensor) -> torch.Tensor:
+    pad = (-codes.numel()) % 8
+    if pad:
+        codes = torch.cat([codes, codes.new_zeros(pad)])
+    return codes.reshape(-1, 8)
+
+
+def _overlaps(bits: int) -> list[tuple[int, int, int]]:
+    """(k, m, shift) for each code k of a group of eight and each of the group's bytes m it has bits in; shift =
+    the code's first bit position in the stream minus byte m's, so that code << shift (>> −shift) lines it up."""
+    return [(k, m, k * bits - 8 * m) for k in range(8)
+            for m in range(k * bits // 8, (k * bits + bits - 1) // 8 + 1)]
 
 
 def _round(values: torch.Tensor, stochastic: bool, generator: torch.Generator | None) -> torch.Tensor:
