@@ -213,22 +213,36 @@ EF_SCALE = Scale(tuple(Setting(s.label, s.argv, seeds=EF_ARM_SEEDS[s.label]) for
 # WEIGHTS_AFFORDABLE (a part that would need more is run at the cap and the report says how many would decide);
 # each arm runs the largest need of its parts, on fresh seeds from WEIGHTS_FIRST_SEED (past the seeds 0-6 that
 # QADAM-ef's runs of the float32-weights setting used).
-WEIGHTS_PILOT: dict[str, tuple[float, ...]] = {}  # each arm's final test accuracy on PILOT_SEEDS; {} until it ran
+# each arm's final test accuracy on PILOT_SEEDS (results/qadam-weights-fashion-mnist/quick, made at 4781c4e and
+# aade9b7, whose packing is byte-identical); {} until it ran
+WEIGHTS_PILOT: dict[str, tuple[float, ...]] = {
+    EF: (0.7225, 0.7755, 0.7545),
+    delta_label(1e-4): (0.771, 0.756, 0.758),
+    delta_label(3e-4): (0.729, 0.745, 0.728),
+    delta_label(1e-3): (0.756, 0.774, 0.7125),
+    delta_label(3e-3): (0.7235, 0.741, 0.716),
+}
 WEIGHTS_FIRST_SEED = 10
 WEIGHTS_AFFORDABLE = 12  # judging seeds per arm at most: 5 arms x 12 runs of ~2 min at --jobs 2 is ~1 h
 
 
-def weights_part_seeds(pilot: dict[str, Sequence[float]]) -> dict[str, int]:
-    """Judging seeds per arm each part needs, from the pilot (capped at WEIGHTS_AFFORDABLE)."""
+def weights_part_need(pilot: dict[str, Sequence[float]]) -> dict[str, int | None]:
+    """Judging seeds per arm each part needs for 80 % power at its pilot effect; None: the pilot's difference sits
+    on the margin (no count decides it)."""
     need = {}
     for name, arm, reference, margin in WEIGHT_PARTS:
         (ma, sa, _), (mr, sr, _) = claims.mean_std(pilot[arm]), claims.mean_std(pilot[reference])
-        distance = abs(ma - mr + margin)
         try:
-            need[name] = min(claims.seeds_for_effect(sa, sr, distance), WEIGHTS_AFFORDABLE)
-        except ValueError:  # the pilot's difference sits on the margin
-            need[name] = WEIGHTS_AFFORDABLE
+            need[name] = claims.seeds_for_effect(sa, sr, abs(ma - mr + margin))
+        except ValueError:
+            need[name] = None
     return need
+
+
+def weights_part_seeds(pilot: dict[str, Sequence[float]]) -> dict[str, int]:
+    """The seeds each part is run at: its need, at most WEIGHTS_AFFORDABLE."""
+    return {name: WEIGHTS_AFFORDABLE if n is None else min(n, WEIGHTS_AFFORDABLE)
+            for name, n in weights_part_need(pilot).items()}
 
 
 def weights_arm_seeds(pilot: dict[str, Sequence[float]]) -> dict[str, int]:
@@ -256,7 +270,9 @@ if WEIGHTS_PILOT:
         seeds=max(WEIGHTS_ARM_SEEDS.values()), first_seed=WEIGHTS_FIRST_SEED, minutes_per_run=RUN_MINUTES, why=(
             _WEIGHTS_RULE_TEXT + f"Pilot (every arm, seeds {', '.join(map(str, PILOT_SEEDS))}, never judged): "
             f"{_shown}. Seeds per arm for 80 % power for the outcome each part's pilot points to (at most "
-            f"{WEIGHTS_AFFORDABLE}): " + ", ".join(f"{k} {v}" for k, v in WEIGHTS_PART_SEEDS.items())
+            f"{WEIGHTS_AFFORDABLE}): " + ", ".join(
+                f"{k} {v}" + ("" if need == v else f" ({'no count' if need is None else need} needed)")
+                for (k, v), need in zip(WEIGHTS_PART_SEEDS.items(), weights_part_need(WEIGHTS_PILOT).values()))
             + f"; each arm runs the largest need of its parts, on fresh seeds from {WEIGHTS_FIRST_SEED}."))
 else:
     WEIGHTS_ARM_SEEDS = None
