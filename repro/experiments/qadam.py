@@ -185,7 +185,7 @@ EF_PART_SEEDS = {"(a)": _part_seeds(EF, FULL, -TOLERANCE), "(b)": _part_seeds(FU
 EF_ARM_SEEDS = {FULL: max(EF_PART_SEEDS.values()), EF: EF_PART_SEEDS["(a)"], NO_EF: EF_PART_SEEDS["(b)"]}
 EF_FIRST_SEED = max(EF_PILOT_SEEDS) + 1
 RULE_COMMIT_EF = "281e4577b4c6be464143278d824abef6263869df"  # the second plan's own commit
-RULE_COMMIT_WEIGHTS = RULE_COMMIT  # until the second plan's pilot is written in code
+RULE_COMMIT_WEIGHTS = "e02b065c3f3fb47b332b0086d5c3f37679d76d58"  # the second plan's own commit (its pilot's values in code)
 
 
 def _ef_plan_text() -> str:
