@@ -34,7 +34,8 @@ class Judged:
     runs: int  # complete runs the verdict counted
     rule_commit: str = ""  # as the claim names it ("" = not recorded)
     rule_commit_note: str = ""  # the commit's date and subject, or why it cannot be checked
-    not_counted: list[tuple[Path, str]] = field(default_factory=list)  # (run folder, why)
+    not_counted: list[tuple[Path, str]] = field(default_factory=list)  # (run folder, why): in this plan's cells
+    outside_plan: int = 0  # runs of older commits on seeds this plan does not run (a pilot's, an earlier plan's)
 
 
 class Lineage:
@@ -119,6 +120,15 @@ def counted_runs(claim: Claim, ev: Evidence, lineage: Lineage) -> tuple[Evidence
     return Evidence(kept, ev.scale), dropped, note
 
 
+def in_plan(dropped: list[tuple[Path, str]], ev: Evidence, planned: set[tuple[str, int]]) \
+        -> tuple[list[tuple[Path, str]], int]:
+    """Of the runs a claim does not count, those on the plan's (label, seed) cells, listed (`repro reproduce` takes
+    such a cell as done), and how many others there are (a pilot's or an earlier plan's seeds, never judged)."""
+    cell_of = {run.path: (label, run.seed) for label, runs in ev.runs.items() for run in runs}
+    listed = [(path, why) for path, why in dropped if cell_of.get(path) in planned]
+    return listed, len(dropped) - len(listed)
+
+
 def uncounted_runs(experiment: Experiment, ev: Evidence, results: Path) -> list[tuple[Path, str]]:
     """The complete runs in ``ev`` that a claim of ``experiment`` would not count (made before its rule commit),
     with why: `repro reproduce` would take their cells as done (same identity) while the report drops them."""
@@ -156,8 +166,10 @@ def judge_all(results: Path, setting_key: Callable[[list[str]], str]) -> tuple[l
             if not done and scale == "paper":
                 continue
             run_dirs += list(done.values())
+            planned = {(setting.label, seed) for setting, seed in experiment.cells(scale, ev=ev)}
             for claim in experiment.claims:
                 mine, dropped, note = counted_runs(claim, ev, lineage)
+                dropped, outside = in_plan(dropped, ev, planned)
                 counted = sum(len(runs) for runs in mine.runs.values())
                 if counted:
                     verdict = judge_claim(claim, mine, experiment.scales[scale].seeds)
@@ -167,7 +179,7 @@ def judge_all(results: Path, setting_key: Callable[[list[str]], str]) -> tuple[l
                 else:
                     verdict = Verdict(NOT_RUN, "no runs yet", f"run: repro reproduce {name} --scale {scale}")
                 judged.append(Judged(experiment, scale, claim.id, claim.statement, claim.where, claim.rule, verdict,
-                                     counted, claim.rule_commit, note, dropped))
+                                     counted, claim.rule_commit, note, dropped, outside))
     return judged, run_dirs
 
 
@@ -222,8 +234,11 @@ def write(results: Path, judged: list[Judged], run_dirs: list[Path]) -> list[Pat
                 if j.verdict.outcome == INCONCLUSIVE:
                     lines.append(f"  Seeds per arm to decide at the observed effect: {_seeds_text(j)}.")
                 if j.not_counted:
-                    lines.append(f"  Not counted ({len(j.not_counted)} runs): "
+                    lines.append(f"  Not counted ({len(j.not_counted)} runs of this plan's cells): "
                                  + "; ".join(f"`{_short(path, results)}` ({why})" for path, why in j.not_counted))
+                if j.outside_plan:
+                    lines.append(f"  Not counted: {j.outside_plan} runs from before the rule commit on seeds this "
+                                 f"plan does not run (a pilot's or an earlier plan's; never judged).")
                 lines.append("")
             figures = sorted((experiment.folder(results, scale) / "figures").glob("*.png"))
             lines += [f"![{f.stem}]({f.relative_to(results)})" for f in figures] + ([""] if figures else [])

@@ -188,12 +188,25 @@ def test_report_lists_rule_commits_not_counted_runs_and_seeds_to_decide(tmp_path
     experiment = EXPERIMENTS.get("celgc-workers")
     judged = [Judged(experiment, "quick", "C", "s", "w", "r", verdict, 3, "abcdef1234567", "2026-12-02 the rule",
                      [(tmp_path / "celgc-workers/quick/x/old-run", "made from 0123456789ab, not the rule commit or a "
-                                                                  "descendant")])]
+                                                                  "descendant")], 15)]
     md = write(tmp_path, judged, [])[0].read_text()
     assert f"| {verdict.seeds_to_decide} | abcdef1234 |" in md
     assert "Rule commit: `abcdef123456` (2026-12-02 the rule)" in md
-    assert "Not counted (1 runs): `celgc-workers/quick/x/old-run` (made from 0123456789ab" in md
+    assert "Not counted (1 runs of this plan's cells): `celgc-workers/quick/x/old-run` (made from 0123456789ab" in md
+    assert "Not counted: 15 runs from before the rule commit on seeds this plan does not run" in md
     assert f"Seeds per arm to decide at the observed effect: {verdict.seeds_to_decide}." in md
+
+
+def test_the_report_lists_stale_runs_of_the_plans_cells_and_counts_the_rest():
+    from repro.report import in_plan
+
+    runs = {"a": [_run({"x": [1.0]}, "", "seed0"), _run({"x": [1.0]}, "", "pilot")]}
+    for run, seed in zip(runs["a"], (0, 900)):
+        run.config["train"] = {"seed": seed}
+    dropped = [(run.path, "made from an older commit") for run in runs["a"]]
+    listed, others = in_plan(dropped, Evidence(runs), {("a", 0), ("a", 1)})
+    assert [p.name for p, _ in listed] == ["seed0"] and others == 1
+    assert in_plan(dropped, Evidence(runs), set()) == ([], 2)
 
 
 def test_reproduce_sees_the_runs_a_rule_commit_would_not_count(history):
