@@ -135,6 +135,38 @@ def test_monna_baselines_second_plan_sizes_each_arm_from_its_pilot_and_judges_fr
     assert judge(runs(worse, planned)).outcome == claims.NOT_REPRODUCED
 
 
+def test_monna_baselines_third_plan_judges_its_one_part_on_seeds_neither_arm_ran_before():
+    experiment = EXPERIMENTS.get("monna-baselines-mnist")
+    second, n = monna.SECOND_PLAN_SEEDS, monna.RERUN_SEEDS
+    ours, theirs = monna.monna("FOE"), monna.RERUN_BASELINE
+    # sized from the second plan's runs of the part (MoNNA 94.9 +- 0.3, trimmed mean beta=0 59.6 +- 18.5 %)
+    assert n == claims.seeds_for_effect(0.0031019, 0.1853189, 0.9493571 - 0.5963333 + 0.02) == 4
+    cells = experiment.cells("quick")
+    assert sorted(seed for s, seed in cells if s.label == theirs) == list(range(4, 4 + second[theirs] + n))
+    assert sorted(seed for s, seed in cells if s.label == ours) == list(range(4, 4 + second[ours] + n))
+    assert list(monna.part_seeds(ours, True)) == [11, 12, 13, 14]
+    assert list(monna.part_seeds(theirs, True)) == [7, 8, 9, 10]
+    judge = experiment.claims[0].judge
+
+    def runs(mean_of) -> Evidence:
+        return Evidence({label: [_run(s, worker0_test_acc=[0.5] + [mean_of(label, s) + 0.002 * (s % 3)] * 3,
+                                      test_acc=[0.5] + [mean_of(label, s)] * 3)
+                                 for s in range(4, 4 + monna.BASELINE_ARM_SEEDS[label])]
+                         for label in monna.BASELINE_ARM_SEEDS})
+
+    # the baseline 4 points above MoNNA on its second-plan seeds, equal on the third plan's: those never count
+    early_high = lambda label, s: 0.99 if label == theirs and s < 7 else 0.95  # noqa: E731
+    assert judge(runs(early_high)).outcome == claims.REPRODUCED
+    # and the other way round: equal on the second plan's seeds, 4 points above MoNNA on the third plan's
+    late_high = lambda label, s: 0.99 if label == theirs and s >= 7 else 0.95  # noqa: E731
+    verdict = judge(runs(late_high))
+    assert verdict.outcome == claims.NOT_REPRODUCED and "third plan: seeds 11-14 and 7-10" in verdict.detail
+    # MoNNA's third-plan seeds judge that part only: the other FOE parts keep MoNNA's seeds 4-10
+    monna_late_low = lambda label, s: 0.90 if label == ours and s >= 11 else 0.95  # noqa: E731
+    detail = judge(runs(monna_late_low)).detail
+    assert "vs trimmed-mean FOE: reproduced" in detail and f"vs {theirs}: not reproduced" in detail
+
+
 def test_settings_may_plan_their_own_judging_seeds_up_to_their_scales():
     from repro.experiments import Experiment, Scale, Setting
 

@@ -225,14 +225,49 @@ def _baseline_arm_seeds() -> dict[str, int]:
     return seeds
 
 
-BASELINE_ARM_SEEDS = _baseline_arm_seeds()
+SECOND_PLAN_SEEDS = _baseline_arm_seeds()  # each arm's judging seeds in the second plan, from 4
 BASELINES_FIRST_SEED = max(BASELINES_PILOT_SEEDS) + 1
 RULE_COMMIT_BASELINES = "16980d44399eb443a4c0689d54d87e21d2d86c45"  # the second plan's own commit
+
+# MoNNA-vs-baselines, third plan, for the one part the second left undecided: vs trimmed mean without momentum under
+# FOE (3 seeds planned from a pilot std of 11.7 points; the fresh seeds spread 18.5, and the Welch interval at 2
+# degrees of freedom straddled the margin). The other 15 parts keep their second-plan verdicts. This part is judged
+# again on seeds neither arm has run (each arm continues after its second-plan seeds), as many as give 80 % power at
+# the second plan's effect and stds of the two arms; the second plan's runs of the part are now its pilot and never
+# count for it. The claim combines the 15 second-plan parts with this one.
+RERUN_ATTACK, RERUN_BASELINE = "FOE", "trimmed-mean beta=0 FOE"
+RERUN_PILOT = {  # worker 0's judged test accuracy, results/monna-baselines-mnist/quick, the second plan's seeds
+    "MoNNA FOE": (0.9485, 0.94825, 0.95625, 0.94725, 0.94775, 0.94925, 0.94825),  # seeds 4-10
+    "trimmed-mean beta=0 FOE": (0.6795, 0.384, 0.7255),  # seeds 4-6
+}
+
+
+def _rerun_seeds() -> int:
+    (ours, s_ours, _), (theirs, s_theirs, _) = (claims.mean_std(RERUN_PILOT[label])
+                                                for label in (monna(RERUN_ATTACK), RERUN_BASELINE))
+    return claims.seeds_for_effect(s_ours, s_theirs, abs(ours - theirs + TOLERANCE))
+
+
+RERUN_SEEDS = _rerun_seeds()
+BASELINE_ARM_SEEDS = {label: n + (RERUN_SEEDS if label in RERUN_PILOT else 0) for label, n in SECOND_PLAN_SEEDS.items()}
+RULE_COMMIT_BASELINES_RERUN = ""  # the third plan's own commit, written in the commit after it
+
+
+def part_seeds(label: str, rerun: bool) -> range:
+    """The seeds of arm ``label`` that judge a comparison: its second-plan seeds, or for the re-run part the third
+    plan's, which follow them."""
+    first = BASELINES_FIRST_SEED + (SECOND_PLAN_SEEDS[label] if rerun else 0)
+    return range(first, first + (RERUN_SEEDS if rerun else SECOND_PLAN_SEEDS[label]))
+
+
+def _span(seeds: range) -> str:
+    return f"{seeds[0]}-{seeds[-1]}"
 
 
 def judge_baselines(planned: int | dict[str, int], seeds=None):
     """``planned``: judging seeds per arm (one number for all, or each arm's own); ``seeds``: the plan's judging
-    seeds (other seeds' runs, its pilot's, never count)."""
+    seeds (other seeds' runs, its pilot's, never count). Each part compares its arms on their second-plan seeds
+    (``part_seeds``), the re-run part on the third plan's."""
     def judge(ev: Evidence) -> Verdict:
         if seeds is not None:
             ev = of_seeds(ev, seeds)
@@ -241,14 +276,17 @@ def judge_baselines(planned: int | dict[str, int], seeds=None):
         short = short_of_plan(ev, labels, planned)
         parts, measured = [], []
         for attack in ATTACKS:
-            ours = values(ev, monna(attack))
             measured.append(show(ev, monna(attack)))
             for aggregator in BASELINES:
                 for momentum in (True, False):
                     label = baseline(aggregator, momentum, attack)
-                    outcome, interval = claims.at_least(ours, values(ev, label), TOLERANCE, higher_is_better=True,
+                    rerun = (attack, label) == (RERUN_ATTACK, RERUN_BASELINE)
+                    ours, theirs = (values(of_seeds(ev, part_seeds(x, rerun)), x) for x in (monna(attack), label))
+                    outcome, interval = claims.at_least(ours, theirs, TOLERANCE, higher_is_better=True,
                                                         unit=claims.POINTS)
-                    parts.append((outcome, f"vs {label}: {outcome} ({interval})"))
+                    plan = (f", third plan: seeds {_span(part_seeds(monna(attack), True))} and "
+                            f"{_span(part_seeds(label, True))}") if rerun else ""
+                    parts.append((outcome, f"vs {label}: {outcome} ({interval}{plan})"))
                     measured.append(show(ev, label))
         return _verdict(parts, measured, short)
     return judge
@@ -278,7 +316,8 @@ def momentum_settings() -> tuple[Setting, ...]:
 
 
 def baseline_settings() -> tuple[Setting, ...]:
-    """Each arm with the judging seeds the second plan gives it (BASELINE_ARM_SEEDS)."""
+    """Each arm with its judging seeds (BASELINE_ARM_SEEDS): the second plan's, and the third plan's after them for
+    the two arms of the re-run part."""
     out = []
     for attack, flags in ATTACKS.items():
         out.append(Setting(monna(attack), monna_setting(attack).argv, seeds=BASELINE_ARM_SEEDS[monna(attack)]))
@@ -322,16 +361,30 @@ def _baselines_pilot_text() -> str:
                                                             for x in (monna(attack), label))
                 parts.append(f"vs {label}: {(ours - theirs) * 100:+.2f} points (stds {s_ours * 100:.2f}, "
                              f"{s_theirs * 100:.2f}) -> {comparison_seeds(attack, label)}")
-    arms = ", ".join(f"{label} {n}" for label, n in BASELINE_ARM_SEEDS.items())
+    arms = ", ".join(f"{label} {n}" for label, n in SECOND_PLAN_SEEDS.items())
     return ("Second plan for MoNNA-vs-baselines: the first (4 seeds per arm, sized on the fault-free pilot) came out "
             "inconclusive because the attacked baselines spread far more widely than fault-free D-SGD. Its runs, "
             "seeds 0-3 of all 20 arms, are now the pilot and are never judged. Per comparison, the pilot's MoNNA - "
             "baseline difference (worker 0's judged accuracy), the two arms' stds and the seeds per arm that give "
             "80 % power for the outcome the pilot points to (claims.seeds_for_effect on the distance of the "
             f"difference from the -2-point margin): {'; '.join(parts)}. Each arm runs the largest need among its "
-            f"comparisons, on fresh seeds from {BASELINES_FIRST_SEED}: {arms} ({sum(BASELINE_ARM_SEEDS.values())} "
+            f"comparisons, on fresh seeds from {BASELINES_FIRST_SEED}: {arms} ({sum(SECOND_PLAN_SEEDS.values())} "
             "runs, not 20 x the largest). A Welch interval on a bimodal arm is approximate at these n; each effect "
-            "is a 4-seed estimate.")
+            "is a 4-seed estimate." + _rerun_text())
+
+
+def _rerun_text() -> str:
+    (ours, s_ours, _), (theirs, s_theirs, _) = (claims.mean_std(RERUN_PILOT[label])
+                                                for label in (monna(RERUN_ATTACK), RERUN_BASELINE))
+    pilot_std = claims.mean_std(BASELINES_PILOT[RERUN_BASELINE])[1]
+    return (f" Third plan, for the one part the second left undecided (vs {RERUN_BASELINE}: 3 seeds planned from a "
+            f"pilot std of {pilot_std * 100:.2f} points, the fresh seeds spread {s_theirs * 100:.2f}): its "
+            "second-plan runs are its "
+            f"pilot (difference {(ours - theirs) * 100:+.2f} points, stds {s_ours * 100:.2f} and "
+            f"{s_theirs * 100:.2f}) -> {RERUN_SEEDS} seeds per arm that neither has run: "
+            f"{monna(RERUN_ATTACK)} {_span(part_seeds(monna(RERUN_ATTACK), True))}, {RERUN_BASELINE} "
+            f"{_span(part_seeds(RERUN_BASELINE, True))} ({2 * RERUN_SEEDS} runs). The other 15 parts keep their "
+            "second-plan seeds and verdicts.")
 
 
 BASELINES_SCALE = Scale(baseline_settings(), seeds=max(BASELINE_ARM_SEEDS.values()), first_seed=BASELINES_FIRST_SEED,
@@ -414,7 +467,11 @@ register(Experiment(
               "for every attack and baseline: Welch 95% CI of mean worker-0 test accuracy (steps 150 and 200) MoNNA - "
               "baseline above -2 points -> part reproduced, entirely below -> not; all 16 parts reproduced -> "
               "reproduced, any not -> not reproduced; no verdict before every arm has its planned judging seeds "
-              f"(each arm's own, fresh from seed {BASELINES_FIRST_SEED}; the pilot's seeds 0-3 never judged)",
+              f"(each arm's own, fresh from seed {BASELINES_FIRST_SEED}; the pilot's seeds 0-3 never judged); the "
+              f"part vs {RERUN_BASELINE}, undecided by the second plan, is judged on the third plan's seeds only "
+              f"({monna(RERUN_ATTACK)} {_span(part_seeds(monna(RERUN_ATTACK), True))}, {RERUN_BASELINE} "
+              f"{_span(part_seeds(RERUN_BASELINE, True))}; third plan's rule commit "
+              f"{RULE_COMMIT_BASELINES_RERUN[:10] or 'not yet recorded'})",
               judge_baselines(BASELINE_ARM_SEEDS, seeds=BASELINES_SCALE.judging_seeds()),
               rule_commit=RULE_COMMIT_BASELINES),
     ),
