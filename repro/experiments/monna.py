@@ -250,7 +250,7 @@ def _rerun_seeds() -> int:
 
 RERUN_SEEDS = _rerun_seeds()
 BASELINE_ARM_SEEDS = {label: n + (RERUN_SEEDS if label in RERUN_PILOT else 0) for label, n in SECOND_PLAN_SEEDS.items()}
-RULE_COMMIT_BASELINES_RERUN = ""  # the third plan's own commit, written in the commit after it
+RULE_COMMIT_BASELINES_RERUN = "bfe00288e33a0c8f7c65fbde057efba502de144f"  # the third plan's own commit
 
 
 def part_seeds(label: str, rerun: bool) -> range:
