@@ -206,9 +206,9 @@ BASELINES_PILOT = {  # worker 0's judged test accuracy, results/monna-baselines-
 }
 
 
-def comparison_seeds(attack: str, other: str) -> int:
-    """Judging seeds per arm for MoNNA ``attack`` against the arm ``other``, from the pilot."""
-    (ours, s_ours, _), (theirs, s_theirs, _) = (claims.mean_std(BASELINES_PILOT[label])
+def comparison_seeds(attack: str, other: str, pilot: dict[str, tuple[float, ...]] = BASELINES_PILOT) -> int:
+    """Judging seeds per arm for MoNNA ``attack`` against the arm ``other``, from ``pilot``'s values of both."""
+    (ours, s_ours, _), (theirs, s_theirs, _) = (claims.mean_std(pilot[label])
                                                 for label in (monna(attack), other))
     return claims.seeds_for_effect(s_ours, s_theirs, abs(ours - theirs + TOLERANCE))
 
@@ -241,14 +241,7 @@ RERUN_PILOT = {  # worker 0's judged test accuracy, results/monna-baselines-mnis
     "trimmed-mean beta=0 FOE": (0.6795, 0.384, 0.7255),  # seeds 4-6
 }
 
-
-def _rerun_seeds() -> int:
-    (ours, s_ours, _), (theirs, s_theirs, _) = (claims.mean_std(RERUN_PILOT[label])
-                                                for label in (monna(RERUN_ATTACK), RERUN_BASELINE))
-    return claims.seeds_for_effect(s_ours, s_theirs, abs(ours - theirs + TOLERANCE))
-
-
-RERUN_SEEDS = _rerun_seeds()
+RERUN_SEEDS = comparison_seeds(RERUN_ATTACK, RERUN_BASELINE, RERUN_PILOT)
 BASELINE_ARM_SEEDS = {label: n + (RERUN_SEEDS if label in RERUN_PILOT else 0) for label, n in SECOND_PLAN_SEEDS.items()}
 RULE_COMMIT_BASELINES_RERUN = "bfe00288e33a0c8f7c65fbde057efba502de144f"  # the third plan's own commit
 
