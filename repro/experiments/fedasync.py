@@ -20,8 +20,8 @@ Design (fixed here before the runs it judges; docs/federated.md has the system a
 * The judged value of a run is its federated training loss Σ p_i f_i averaged over the rows of the last fifth of the
   emulated horizon (an asynchronous run's loss oscillates from one single-class update to the next). A run whose
   loss is not finite there is a failure (+inf), never a missing value.
-* FED-fedfix (CNN, M = 20, K = 10, Dirichlet α = 0.1, F-80) is registered with its rule and setting; it is not run
-  on the 2-core machine (see its scale's ``why``).
+* FED-fedfix (CNN, M = 20, K = 10, Dirichlet α = 0.1, F-80) tunes each scheme's step size over three values on
+  seed 0 and judges the chosen cells on 3 fresh seeds (~12-22 min a run on the 2-core machine; its scale's ``why``).
 """
 from __future__ import annotations
 
