@@ -250,6 +250,8 @@ def write(results: Path, judged: list[Judged], run_dirs: list[Path]) -> list[Pat
 
 
 def _seeds_text(j: Judged) -> str:
+    if j.verdict.outcome == NOT_RUN:  # what running it costs: the plan's seeds per arm
+        return f"{j.experiment.scales[j.scale].seeds} planned"
     if j.verdict.outcome != INCONCLUSIVE:
         return "—"
     n = j.verdict.seeds_to_decide

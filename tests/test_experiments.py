@@ -99,6 +99,8 @@ def test_dry_run_lists_only_missing_runs_and_report_writes_markdown_and_html(tmp
     assert done.returncode == 0, done.stderr
     report = (results / "REPORT.md").read_text()
     assert "| P3-stepsize: " in report and "**reproduced**" in report and f"x86_64, 2 cores, no GPU ({n} runs)" in report
+    depth = EXPERIMENTS.get("adamw-depth").scales["quick"].seeds  # a claim not run says what its plan costs
+    assert f"| **not run** | no runs yet | {depth} planned |" in report
     assert "<table>" in (results / "REPORT.html").read_text()
     bad = run_repro("reproduce", "no-such-experiment", "--results", results)
     assert bad.returncode == 2 and bad.stderr.startswith("repro: error: unknown experiment 'no-such-experiment'")
