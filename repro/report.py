@@ -196,8 +196,8 @@ def _environment(run_dirs: list[Path]) -> tuple[str, str]:
         cores = env.get("cpu_count")
         machines[f"{cpu}{f', {cores} cores' if cores else ''}{', GPUs: ' + ', '.join(map(str, gpus)) if gpus else ', no GPU'}"] += 1
         commits[str(env.get("git_commit") or "unknown")[:12]] += 1
-    hardware = "; ".join(f"{m} ({n} runs)" for m, n in machines.most_common()) or "no runs"
-    return hardware, ", ".join(f"{c} ({n} runs)" for c, n in commits.most_common()) or "none"
+    hardware = "; ".join(f"{m} ({n} run{'s' * (n != 1)})" for m, n in machines.most_common()) or "no runs"
+    return hardware, ", ".join(f"{c} ({n} run{'s' * (n != 1)})" for c, n in commits.most_common()) or "none"
 
 
 def write(results: Path, judged: list[Judged], run_dirs: list[Path]) -> list[Path]:
