@@ -127,6 +127,19 @@ def test_weights_follow_the_authors():
     assert np.allclose(federated.weights("fedbuff", "reweighted", tau, p, c=2, horizon=50), p / rate)
 
 
+def test_the_launch_check_accepts_every_weighting_of_every_scheme():
+    """The check `repro run` makes before any worker starts binds the strategy as the driver does (FedBuff's
+    reweighted d_i need the horizon)."""
+    from repro.federated import loop
+
+    for scheme, opts in [("fedasync", {}), ("fedbuff", {"c": 3}), ("fedfix", {"dt": 0.5})]:
+        for weighting in ("identical", "reweighted"):
+            loop.check({"name": scheme, "options": {**opts, "weighting": weighting}, "clients": 10, "spread": 0.8,
+                        "horizon": 50.0, "eval_every": 5.0}, world=2)
+    times, versions = federated.schedule("fedbuff", federated.client_times(10, 0.8), 50, c=3, weighting="reweighted")
+    assert len(times) == len(versions) > 0
+
+
 @pytest.mark.parametrize("scheme,opts,message", [("fedbuff", {"c": 6}, "larger than the 5 clients"),
                                                  ("fedbuff", {"c": 0}, "c"), ("fedfix", {"dt": 0}, "dt"),
                                                  ("fedfix", {"dt": -1.0}, "dt")])

@@ -38,7 +38,7 @@ def client_times(M: int, spread: float) -> np.ndarray:
 
 def schedule(scheme: str, tau: Sequence[float], horizon: float, **opts) -> tuple[np.ndarray, np.ndarray]:
     """The aggregations of ``scheme`` with client times ``tau`` up to emulated time ``horizon`` (inclusive)."""
-    strategy = make(scheme, **opts).bind(tau)
+    strategy = make(scheme, **opts).bind(tau, horizon=horizon)
     times, versions = [], []
     for event in strategy.events(horizon):
         row = np.full(strategy.clients, -1, dtype=np.int64)

@@ -75,7 +75,8 @@ def check(strategy: dict, world: int, partition_section: dict | None = None) -> 
     with them (FedBuff's c against M, FedFix's Δt), the partition's options."""
     clients = clients_of(strategy)
     clients.check(world)
-    make(strategy["name"], **strategy.get("options", {})).bind(client_times(clients.clients, clients.spread))
+    make(strategy["name"], **strategy.get("options", {})).bind(client_times(clients.clients, clients.spread),
+                                                              horizon=clients.horizon)
     if partition_section:
         partition.validate(partition_section["name"], **partition_section.get("options", {}))
 
