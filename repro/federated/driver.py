@@ -263,10 +263,14 @@ class FederatedDriver:
                 "totals": dict(vars(self.totals), participation=list(self.totals.participation))}
 
     def load_state_dict(self, state: dict) -> None:
+        # a checkpoint is read onto the CPU: the models go back to the device the clients train on
+        def here(ts):
+            return [t.to(self.context.device, copy=True) for t in ts]
+
         self.strategy.load_state_dict(state["strategy"])
-        self.server = [t.clone() for t in state["server"]]
-        self.versions = {int(v): [t.clone() for t in ts] for v, ts in state["versions"].items()}
+        self.server = here(state["server"])
+        self.versions = {int(v): here(ts) for v, ts in state["versions"].items()}
         self.owner = {(int(i), int(v)): int(r) for i, v, r in state["owner"]}
-        self.ready = {(int(i), int(v)): [t.clone() for t in ts] for i, v, ts in state["ready"]}
+        self.ready = {(int(i), int(v)): here(ts) for i, v, ts in state["ready"]}
         self.totals = Totals(**{**state["totals"], "participation": list(state["totals"]["participation"])})
         self.server_model()

@@ -187,10 +187,13 @@ class QuantizedParameterServer(SyncPolicy):
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.full = [t.clone() for t in state["full"]] if state.get("full") is not None else self.full
+        # a checkpoint is read onto the CPU: the tensors go back to the device the gradients live on
+        device = self.context.device
+        if state.get("full") is not None:
+            self.full = [t.to(device, copy=True) for t in state["full"]]
         self.generator.set_state(state["generator"])
         for feedback, residual in zip(self._feedback, state["residuals"]):
-            feedback.residual = residual
+            feedback.residual = None if residual is None else residual.to(device)
 
 
 def _serialize(messages: list[Packed]) -> torch.Tensor:
