@@ -143,7 +143,8 @@ class RobustAggregation(SyncPolicy):
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.steps = int(state["steps"])
-        self._frozen = state.get("frozen")
+        frozen = state.get("frozen")  # read onto the CPU: back to the model's device
+        self._frozen = None if frozen is None else frozen.to(self.context.device)
 
 
 @SYNC_POLICIES.register("robust")
