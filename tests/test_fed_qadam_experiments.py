@@ -91,6 +91,9 @@ def test_fed_bias_gives_each_verdict():
     assert _judge(BIAS, _bias_evidence(iid_gap)).outcome == claims.NOT_REPRODUCED
     short = _judge(BIAS, _bias_evidence(FAIR, seeds=BIAS_SPEC.seeds - 1))
     assert short.outcome == claims.INCONCLUSIVE and "planned judging seeds" in short.detail
+    extra = _bias_evidence(FAIR)  # runs on seeds after the plan's (e.g. `--seeds 6`) that would refute: not counted
+    extra.runs["FedAsync reweighted non-iid"] += [_fed_run(seed, 0.58) for seed in range(BIAS_SPEC.seeds, 12)]
+    assert _judge(BIAS, extra).outcome == claims.REPRODUCED
 
 
 def _fix_evidence(curves: dict[str, list]) -> Evidence:
@@ -112,6 +115,10 @@ def test_fed_fedfix_needs_fedfix_sooner_and_calmer():
     never = {**good, "FedFix reweighted": [down(1.5)] * 3}
     verdict = _judge(FIX, _fix_evidence(never))
     assert verdict.outcome == claims.NOT_REPRODUCED and "never reached" in verdict.detail
+    extra = _fix_evidence(good)  # a run on a seed after the plan's that would refute: not counted
+    chosen = FIX_SPEC.grids()["FedFix reweighted"][1]
+    extra.runs[chosen].append(_fed_run(max(FIX_SPEC.judging_seeds()) + 1, down(1.5)))
+    assert _judge(FIX, extra).outcome == claims.REPRODUCED
 
 
 def _acc_run(seed: int, acc: float, up: int = 100, down: int = 400):

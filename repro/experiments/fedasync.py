@@ -126,10 +126,9 @@ def choose_lowest(value: Callable = late_loss) -> Callable[[Evidence, list[str]]
 
 
 def _judging(spec: Scale, ev: Evidence) -> tuple[dict[str, str | None], Evidence]:
-    """Each grid's chosen label (from the selection seeds alone) and the judging seeds' evidence."""
-    seeds = {run.seed for runs in ev.runs.values() for run in runs}
-    judging = seeds - set(spec.selection_seeds) - set(PILOT_SEEDS)
-    return spec.chosen(ev), of_seeds(ev, judging)
+    """Each grid's chosen label (from the selection seeds alone) and the planned judging seeds' evidence (a run on
+    any other seed, e.g. from `--seeds 5`, is not counted)."""
+    return spec.chosen(ev), of_seeds(ev, spec.judging_seeds())
 
 
 def _short_of_plan(judging: Evidence, labels: Sequence[str], seeds: int) -> str | None:
@@ -143,13 +142,12 @@ def _loss_text(label: str, values: list[float]) -> str:
 # -- FED-bias --------------------------------------------------------------------------------------------------------
 
 def judge_bias(spec: Scale) -> Callable[[Evidence], Verdict]:
-    """Four parts, on the late federated losses of the judging seeds (pilot seeds left out):
+    """Four parts, on the late federated losses of the planned judging seeds:
     (a) non-iid: FedAvg below identical-weight FedAsync (Welch, 5 %);
     (b, c) non-iid: reweighted FedAsync and reweighted FedFix no more than MARGIN above FedAvg (non-inferiority);
     (d) iid: identical-weight FedAsync no more than MARGIN above FedAvg."""
     def judge(ev: Evidence) -> Verdict:
-        seeds = {run.seed for runs in ev.runs.values() for run in runs} - set(PILOT_SEEDS)
-        judging = of_seeds(ev, seeds)
+        judging = of_seeds(ev, spec.judging_seeds())  # the planned seeds only: a run on any other is not counted
         v = {label: _values(judging, label) for label in SCHEMES}
         parts = [
             ("(a) non-iid: FedAvg below FedAsync identical",
