@@ -58,8 +58,8 @@ class TrainStep:
         drawn = self._step_batch is None
         if drawn:
             batch = self.next_batch()
-            if self.pairing == "same-batch":
-                self._step_batch = (batch, self.task.state_dict())
+            if self.pairing == "same-batch":  # a copy: a task may update its carried tensors in place
+                self._step_batch = (batch, _copied(self.task.state_dict()))
         else:
             batch, task_state = self._step_batch
             self.task.load_state_dict(task_state)
@@ -207,6 +207,17 @@ class StepSizes:
         self.initial = [dict(v) for v in state["initial"]]
         self.scheduled = [dict(v) for v in state["scheduled"]]
         self.apply(1.0)
+
+
+def _copied(value):
+    """``value`` with every tensor in it (inside dicts, lists and tuples too) cloned."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    return value
 
 
 def rng_state() -> dict:

@@ -185,6 +185,26 @@ def test_pairing_decides_which_batches_a_two_gradient_step_sees(pairing):
     assert rows.rows[0]["train_loss"] == pytest.approx(sum(first_calls) / len(first_calls))
 
 
+class InPlaceCarryToy(NumberedToy):
+    """Updates its carried value in place, as a running count does (``self._correct += ...``)."""
+
+    def training_loss(self, batch):
+        x, y = batch.data
+        carry = float(self.carry)
+        loss = torch.nn.functional.mse_loss(self.model(x).squeeze(1) + 0.1 * carry, y.squeeze(1))
+        self.carry.mul_(0.5).add_(loss.detach())
+        self.seen.append((batch.number, float(loss.detach()), carry))
+        return loss, loss
+
+
+def test_same_batch_pairing_restores_a_carried_state_the_task_updates_in_place():
+    trainer, _ = _trainer(epochs=1, task_cls=InPlaceCarryToy, pairing="same-batch")
+    trainer.run()
+    seen = trainer.task.seen
+    assert len(seen) == 10 and len({carry for _, _, carry in seen}) > 1
+    assert all(seen[i][2] == seen[i + 1][2] for i in range(0, len(seen), 2))  # both calls from the same state
+
+
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_one_process_resume_is_exact_with_same_batch_pairing(stop_after):
     def make():
