@@ -62,7 +62,8 @@ class MagnitudeStats:
             nonzero = mags[mags > 0]
             self.zeros[row, col] += float(mags.numel() - nonzero.numel())
             logs = nonzero.log10().clamp(LOG10_MIN, LOG10_MAX - 1e-9)
-            hist[row] += torch.histc(logs, bins=self.bins, min=LOG10_MIN, max=LOG10_MAX).cpu()
+            # on the CPU: CUDA's histc has no deterministic kernel (it raises under --deterministic)
+            hist[row] += torch.histc(logs.cpu(), bins=self.bins, min=LOG10_MIN, max=LOG10_MAX)
         if self.steps[row] == 0:  # the epoch's first step: the authors' sample
             self.first_grad[row] += log2_counts(grads)
             self.first_update[row] += log2_counts(updates)

@@ -59,7 +59,7 @@ class TrainStep:
         if drawn:
             batch = self.next_batch()
             if self.pairing == "same-batch":  # a copy: a task may update its carried tensors in place
-                self._step_batch = (batch, _copied(self.task.state_dict()))
+                self._step_batch = (batch, map_tensors(self.task.state_dict(), torch.Tensor.clone))
         else:
             batch, task_state = self._step_batch
             self.task.load_state_dict(task_state)
@@ -209,21 +209,21 @@ class StepSizes:
         self.apply(1.0)
 
 
-def _copied(value):
-    """``value`` with every tensor in it (inside dicts, lists and tuples too) cloned."""
+def map_tensors(value, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """``value`` with ``fn`` applied to every tensor in it (inside dicts, lists and tuples too)."""
     if isinstance(value, torch.Tensor):
-        return value.clone()
+        return fn(value)
     if isinstance(value, dict):
-        return {k: _copied(v) for k, v in value.items()}
+        return {k: map_tensors(v, fn) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_copied(v) for v in value)
+        return type(value)(map_tensors(v, fn) for v in value)
     return value
 
 
 def rng_state() -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this rank's device only: another rank's, or a device missing at resume, is not ours
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -232,4 +232,7 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # checkpoints written before: every visible device's state
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda)

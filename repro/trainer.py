@@ -22,7 +22,7 @@ import torch.distributed as dist
 from repro.callbacks import Callback
 from repro.context import RunContext
 from repro.epoch_metrics import BASE_COLUMNS, EpochMetrics, evaluate, worker_spread  # noqa: F401 - the trainer's API
-from repro.step import BatchFeed, StepSizes, TrainStep, rng_state, set_rng_state  # noqa: F401 - the trainer's API
+from repro.step import BatchFeed, StepSizes, TrainStep, map_tensors, rng_state, set_rng_state  # noqa: F401 - the trainer's API
 from repro.sync import SyncPolicy
 from repro.task import Task
 
@@ -209,7 +209,7 @@ class Trainer:
             "running": {"loss_sum": float(self.step.loss_sum), "samples": self.step.samples},  # the epoch's so far
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
-            "sync": self.sync.state_dict(),
+            "sync": _to_cpu(self.sync.state_dict()),  # quantized-ps's residuals, robust's frozen model
             "step_sizes": self.step_sizes.state_dict(),
             "callbacks": [_to_cpu(cb.state_dict()) for cb in self.callbacks],
             "feed": self.feed.state_dict(),
@@ -244,13 +244,7 @@ class Trainer:
 
 
 def _to_cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
+    return map_tensors(value, lambda t: t.detach().cpu().clone())
 
 
 def train(task: Task, optimizer: torch.optim.Optimizer, policy: SyncPolicy, schedule: Callable[[int], float],

@@ -256,10 +256,14 @@ class FederatedDriver:
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"strategy": self.strategy.state_dict(), "server": [t.clone() for t in self.server],
-                "versions": {v: [t.clone() for t in ts] for v, ts in self.versions.items()},
+        """Tensors on the CPU (rank 0 may gather every rank's state: another rank's device index is not its own)."""
+        def saved(ts):
+            return [t.detach().cpu().clone() for t in ts]
+
+        return {"strategy": self.strategy.state_dict(), "server": saved(self.server),
+                "versions": {v: saved(ts) for v, ts in self.versions.items()},
                 "owner": [[i, v, r] for (i, v), r in self.owner.items()],
-                "ready": [[i, v, [t.clone() for t in ts]] for (i, v), ts in self.ready.items()],
+                "ready": [[i, v, saved(ts)] for (i, v), ts in self.ready.items()],
                 "totals": dict(vars(self.totals), participation=list(self.totals.participation))}
 
     def load_state_dict(self, state: dict) -> None:
