@@ -6,7 +6,7 @@ licence), so there is no checksum to verify; the folder layout is checked before
 Training: RandomResizedCrop(224) + horizontal flip; evaluation: resize 256 + center crop 224; both
 normalised with the usual ImageNet channel statistics (on the device, by the shared base). Each worker reads
 its equal shard of a per-epoch permutation shared by all workers (full batches only), through a DataLoader (no
-loader processes on CPU).
+loader processes on CPU); each image's augmentation is seeded by (run, epoch, image), so a resumed epoch is exact.
 The ``test_*`` columns are the ImageNet validation set, which the papers report as test accuracy.
 """
 from __future__ import annotations
@@ -90,7 +90,8 @@ class ImageNetTask(ImageClassificationTask):
 
         batches = [self.train_index[b].tolist() for b in shard_batches(
             len(self.train_index), self.opts.batch_size, self.rank, self.world, self.data_seed + epoch)][skip:]
-        for images, labels in DataLoader(self.train_set, batch_sampler=batches, **self.loader_args):
+        images_of_epoch = SeededAugmentation(self.train_set, self.data_seed, epoch)
+        for images, labels in DataLoader(images_of_epoch, batch_sampler=batches, **self.loader_args):
             yield Batch((self.normalize(images.to(self.device, non_blocking=True)),
                          labels.to(self.device, non_blocking=True)), samples=len(labels))
 
@@ -103,6 +104,23 @@ class ImageNetTask(ImageClassificationTask):
         loader = DataLoader(Subset(self.val_set, self.val_index), batch_size=self.opts.eval_batch_size, **self.loader_args)
         for images, labels in loader:
             yield self.normalize(images.to(self.device, non_blocking=True)), labels.to(self.device, non_blocking=True)
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """Each image's random crop and flip drawn from the torch RNG seeded by (the run's data seed, the epoch, the
+    image's index): the same augmentation whichever loader process reads it, however many there are, and wherever a
+    resumed epoch starts (a loader process's own stream depends on both)."""
+
+    def __init__(self, dataset, seed: int, epoch: int):
+        self.dataset, self.seed, self.epoch = dataset, int(seed), int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % 2 ** 63)
+            return self.dataset[index]
 
 
 TASKS.register("resnet50-imagenet", ImageNetTask)

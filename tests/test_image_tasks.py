@@ -367,3 +367,32 @@ def test_a_failing_worker_ends_the_run_with_one_line_naming_its_rank(image_tree,
                         r"training images cannot give each of 4 workers a batch of 20; details in "
                         r".*/logs/rank[0-3]\.log", r.stderr.strip()), r.stderr  # one line: the traceback is in the log
     assert "Traceback" in next((tmp_path / "results" / "resnet20-cifar10").glob("*/logs/rank*.log")).read_text()
+
+
+@pytest.mark.slow  # two loader processes and a ResNet-50: ~14 s
+def test_imagenet_augmentation_is_the_same_on_resume_whichever_loader_process_reads_an_image(tmp_path):
+    """Two loader processes: a resumed epoch (one batch skipped, so every later batch goes to the other process)
+    crops and flips each image as the uninterrupted epoch did, whatever the global RNG."""
+    from PIL import Image
+
+    from repro.tasks.imagenet import ImageNetOptions
+
+    gen = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 1)):
+        for c in range(2):
+            folder = tmp_path / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(gen.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
+    cls = TASKS.get("resnet50-imagenet")
+    options = cls.prepare(ImageNetOptions(data_dir=str(tmp_path), batch_size=2, crop=8, loader_workers=2))
+    torch.manual_seed(3)
+    task = cls(options, rank=0, world_size=1, device=torch.device("cpu"))
+    torch.manual_seed(1)
+    whole = [b.data[0] for b in task.train_batches(epoch=1)]
+    torch.manual_seed(2)
+    rest = [b.data[0] for b in task.batches_from(epoch=1, skip=1)]
+    assert len(whole) == 6 and len(rest) == 5
+    assert all(torch.equal(a, b) for a, b in zip(rest, whole[1:]))
+    again = [b.data[0] for b in task.train_batches(epoch=2)]
+    assert not all(torch.equal(a, b) for a, b in zip(again, whole))  # a new epoch, new crops
