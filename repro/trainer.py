@@ -22,7 +22,8 @@ import torch.distributed as dist
 from repro.callbacks import Callback
 from repro.context import RunContext
 from repro.epoch_metrics import BASE_COLUMNS, EpochMetrics, evaluate, worker_spread  # noqa: F401 - the trainer's API
-from repro.step import BatchFeed, StepSizes, TrainStep, map_tensors, rng_state, set_rng_state  # noqa: F401 - the trainer's API
+from repro.step import (BatchFeed, StepSizes, TrainStep, map_tensors,  # noqa: F401 - the trainer's API
+                        rng_state, set_rng_state)
 from repro.sync import SyncPolicy
 from repro.task import Task
 
