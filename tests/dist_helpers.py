@@ -52,6 +52,7 @@ def periodic_worker(rank: int, world: int, store_file: str, out_dir: str, interv
     init(rank, world, store_file)
     model = tiny_model(rank)
     policy = sync.make("periodic", interval=interval)
+    storage = [t.data_ptr() for t in sync.float_state(model)]
     spreads = []
     for _ in range(steps):
         with torch.no_grad():  # a "local step" that differs per worker, buffers included
@@ -64,7 +65,7 @@ def periodic_worker(rank: int, world: int, store_file: str, out_dir: str, interv
     numel = sum(t.numel() for t in sync.float_state(model))
     with open(os.path.join(out_dir, f"{rank}.json"), "w") as f:
         json.dump({"spreads": spreads, "final": final, "rounds": policy.comm_rounds, "bytes": policy.comm_bytes,
-                   "numel": numel}, f)
+                   "numel": numel, "in_place": storage == [t.data_ptr() for t in sync.float_state(model)]}, f)
     leave_process_group(finished=True)
 
 

@@ -25,6 +25,7 @@ def test_periodic_averages_params_and_buffers_every_interval(tmp_path):
         assert r["final"] == 0.0  # synchronize() before evaluation averages the leftover local step
         assert r["rounds"] == math.ceil(steps / interval)
         assert r["bytes"] == r["rounds"] * r["numel"] * 4  # float32 parameters + BatchNorm statistics
+        assert r["in_place"]  # averaged into the model's own tensors (their memory format, e.g. channels_last, kept)
 
 
 @pytest.mark.slow

@@ -1,6 +1,4 @@
 """Model averaging every ``interval`` local steps (local SGD / CELGC): parameters and float buffers."""
-from torch.distributed.algorithms.model_averaging.utils import average_parameters
-
 from repro.errors import UsageError
 from repro.sync import SYNC_POLICIES, SyncPolicy, float_state
 
@@ -21,9 +19,9 @@ class PeriodicAveraging(SyncPolicy):
     def synchronize(self, model):
         # Averaging twice in a row is a no-op, so evaluation right after a scheduled sync costs nothing.
         if self.steps_since_sync and self.context.distributed:
-            state = float_state(model)
-            average_parameters(iter(state), self.context.world_group)  # torch's flattened one-call averager
-            self.count(state)
+            # one flattened all-reduce copied back into the model's own tensors (torch's average_parameters
+            # rebinds each p.data to a view of its buffer: NCHW again for channels_last weights, new storage)
+            self._all_reduce_mean(float_state(model))
         self.steps_since_sync = 0
 
     def _eval_tensors(self, model):
