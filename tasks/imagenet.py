@@ -118,8 +118,9 @@ class SeededAugmentation(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % 2 ** 63)
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only (torch.manual_seed would reseed CUDA's)
+            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+                                                % 2 ** 63)
             return self.dataset[index]
 
 
