@@ -16,7 +16,6 @@ system: each contribution downloads the model it started from and uploads its up
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass, field
 from fractions import Fraction
