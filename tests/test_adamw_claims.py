@@ -83,6 +83,10 @@ def test_scale_free_is_reproduced_when_adam_l2_clearly_changes_and_refuted_when_
     assert "Adam-l2 x10 changed: not reproduced" in unchanged.detail
     adamw_moves = adamw._judge_scale_free(adamw.SCALE_FREE_SCALES)(_scale_free(n, 0.65, adamw_scaled=0.65))
     assert adamw_moves.outcome == claims.NOT_REPRODUCED
+    extra = _scale_free(n, adam_l2_scaled=0.65)  # runs after the plan's seeds (`--seeds 60`) that would refute
+    label = next(label for label in extra.runs if label.startswith("AdamW") and label.endswith("x10"))
+    extra.runs[label] += _runs([0.40] * 20, first_seed=n)
+    assert adamw._judge_scale_free(adamw.SCALE_FREE_SCALES)(extra).outcome == claims.REPRODUCED
     early = adamw._judge_scale_free(adamw.SCALE_FREE_SCALES)(_scale_free(max(3, n - 1), adam_l2_scaled=0.65))
     if n > 3:  # a verdict waits for the planned seeds
         assert early.outcome == claims.INCONCLUSIVE and "planned judging seeds" in early.detail
@@ -108,6 +112,10 @@ def test_tuned_grids_choose_on_the_selection_seed_and_judge_on_fresh_seeds_only(
     verdict = judge(_tuned("adamw-nobn", selection, judging, n))
     assert verdict.outcome == claims.NOT_REPRODUCED, verdict  # judged on w[0]'s fresh seeds, not on its 0.70
     assert w[0] in verdict.measured and f"(n={n})" in verdict.measured and "70" not in verdict.measured
+    # runs after the plan's judging seeds (e.g. `--seeds 60`) are not counted, whatever they say
+    more = _tuned("adamw-nobn", selection, judging, n)
+    more.runs[w[0]] += _runs([0.99] * 20, first_seed=n + 1)
+    assert judge(more).outcome == claims.NOT_REPRODUCED and f"(n={n})" in judge(more).measured
     # a grid with a cell lacking its selection run is not chosen at all, whatever its judging runs say
     incomplete = {k: v for k, v in selection.items() if k != w[2]}
     verdict = judge(_tuned("adamw-nobn", incomplete, judging, n))

@@ -134,9 +134,9 @@ def _grid(net: str, bn: bool, lr: dict[str, float], lambdas: tuple[float, ...],
 
 
 def _chosen_and_judging(spec: Scale, ev: Evidence) -> tuple[dict[str, str | None], Evidence]:
-    """Each grid's chosen label (selection seeds only) and the evidence of the judging seeds only."""
-    judging = {run.seed for runs in ev.runs.values() for run in runs} - set(spec.selection_seeds)
-    return spec.chosen(ev), of_seeds(ev, judging)
+    """Each grid's chosen label (selection seeds only) and the evidence of the planned judging seeds only (a run on
+    another seed, e.g. from `--seeds 60`, is not counted)."""
+    return spec.chosen(ev), of_seeds(ev, spec.judging_seeds())
 
 
 def _judge_tuned(scales: dict[str, Scale], compare) -> Callable[[Evidence], Verdict]:
@@ -365,6 +365,7 @@ PAPER_SCALE_CELLS = {"adam-l2": ADAMW_BEST[("resnet110", False, 10)]["adam-l2"],
 def _judge_scale_free(scales: dict[str, Scale]) -> Callable[[Evidence], Verdict]:
     def judge(ev: Evidence) -> Verdict:
         spec = _scale_of(scales, ev)
+        ev = of_seeds(ev, spec.judging_seeds())  # the planned seeds only
         parts, measured, details, needed = [], [], [], []
         for opt in NAMES:
             labels = {m: next(s.label for s in spec.settings if s.label.startswith(NAMES[opt] + " ")

@@ -59,9 +59,9 @@ def choose_best(value) -> Callable[[Evidence, list[str]], str | None]:
 
 def _judges(spec: Scale, value, margin: float):
     def split(ev: Evidence) -> tuple[dict[str, str | None], Evidence]:
-        """Each grid's chosen label (from the selection seeds alone) and the judging seeds' evidence."""
-        judging = [s for s in _seeds_of(ev) if s not in spec.selection_seeds and s not in PILOT_SEEDS]
-        return spec.chosen(ev), of_seeds(ev, judging)
+        """Each grid's chosen label (from the selection seeds alone) and the planned judging seeds' evidence (a run
+        on another seed, a pilot's or one from `--seeds 60`, is not counted)."""
+        return spec.chosen(ev), of_seeds(ev, spec.judging_seeds())
 
     def judge_match(ev: Evidence) -> Verdict:
         chosen, judging = split(ev)
@@ -106,10 +106,6 @@ def _judges(spec: Scale, value, margin: float):
                        ("left [0, 2/M]" if not inside else "stayed within 10 % of 1/M in some seed"))
 
     return judge_match, judge_stepsize
-
-
-def _seeds_of(ev: Evidence) -> set[int]:
-    return {run.seed for runs in ev.runs.values() for run in runs}
 
 
 def _claims(spec: Scale, value, margin: float, judged: str) -> tuple[Claim, Claim]:
