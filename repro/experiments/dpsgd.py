@@ -16,6 +16,7 @@ Design (fixed here before the runs it judges):
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
@@ -55,10 +56,13 @@ def tracks_base(workers: int) -> tuple[str, ...]:
             "--set", "train_subset=6000", "--set", "test_subset=2000", "--epochs", "3", "--lr", "0.1")
 
 
-def judge_tracks(planned: int, pilot_seeds: tuple[int, ...] = PILOT_SEEDS):
+def judge_tracks(judging: Sequence[int]):
+    """Judged on the planned ``judging`` seeds only (a pilot's runs, or one from `--seeds 60`, never count)."""
+    judging, planned = set(judging), len(judging)
+
     def judge(ev: Evidence) -> Verdict:
         def finals(label: str) -> list[float]:
-            found = (FINAL_LOSS(run) for run in ev.runs.get(label, []) if run.seed not in pilot_seeds)
+            found = (FINAL_LOSS(run) for run in ev.runs.get(label, []) if run.seed in judging)
             return [v for v in found if not math.isnan(v)]
 
         ring, every = finals(RING), finals(EVERY)
@@ -110,7 +114,7 @@ def _tracks(workers: int) -> Experiment:
             "non-inferiority of the final training loss: Welch 95% CI of mean(every-step - ring) above -0.05 nats "
             "-> reproduced, entirely below -> not reproduced; no verdict before the planned judging seeds (>= 3, "
             "from the pilot; the pilot's seeds never judged) are complete",
-            judge_tracks(seeds, pilot.seeds), rule_commit=rule_commit),),
+            judge_tracks(scale.judging_seeds()), rule_commit=rule_commit),),
     ))
 
 
