@@ -47,6 +47,12 @@ def test_monna_robust_needs_monna_within_and_averaging_outside_the_tolerance():
     # two seeds of three planned: no verdict, whatever the numbers
     verdict = judge(_accuracy_runs(_robust_means(plain=0.60), seeds=2))
     assert verdict.outcome == claims.INCONCLUSIVE and "planned" in verdict.detail
+    # runs after the plan's seeds (`--seeds 60`) that would refute are not counted
+    pinned = monna.judge_robust(3, seeds=range(3))
+    extra = _accuracy_runs(_robust_means(plain=0.60))
+    refuting = _accuracy_runs({monna.monna("FOE"): 0.50}, seeds=20).runs[monna.monna("FOE")][3:]
+    extra.runs[monna.monna("FOE")] += refuting
+    assert judge(extra).outcome == claims.NOT_REPRODUCED and pinned(extra).outcome == claims.REPRODUCED
 
 
 def test_a_diverged_run_counts_as_zero_accuracy():

@@ -141,8 +141,11 @@ def _verdict(parts: list[tuple[str, str]], measured: list[str], short: str | Non
     return Verdict(outcome, "; ".join(measured), detail)
 
 
-def judge_robust(planned: int):
+def judge_robust(planned: int, seeds=None):
+    """``seeds``: the judging seeds (the plan's); other seeds' runs (a pilot's, or from `--seeds 60`) never count."""
     def judge(ev: Evidence) -> Verdict:
+        if seeds is not None:
+            ev = of_seeds(ev, seeds)
         clean = values(ev, FAULT_FREE)
         labels = [FAULT_FREE] + [f(a) for a in ATTACKS for f in (monna, averaging)]
         parts, measured = [], [show(ev, FAULT_FREE)]
@@ -403,7 +406,7 @@ register(Experiment(
               "D-SGD with the faulty worker: CI of mean(fault-free - 2 points - D-SGD with faults) above 0 -> part "
               "reproduced, entirely below -> not; all eight parts reproduced -> reproduced, any not -> not "
               "reproduced; no verdict before the planned judging seeds (>= 3, from the pilot) are complete",
-              judge_robust(SEEDS), rule_commit=RULE_COMMIT),
+              judge_robust(SEEDS, seeds=ROBUST_SCALE.judging_seeds()), rule_commit=RULE_COMMIT),
     ),
 ))
 
