@@ -225,3 +225,23 @@ def test_reproduce_sees_the_runs_a_rule_commit_would_not_count(history):
     assert [(p.name, "C1" in why) for p, why in stale] == [("before", True)]
     experiment.claims = experiment.claims[1:]
     assert uncounted_runs(experiment, Evidence(runs), repo / "results") == []
+
+
+def test_celgc_claims_judge_only_the_plans_seeds():
+    """Runs after a scale's planned seeds (e.g. from `repro reproduce --seeds 60`) never enter a verdict."""
+    from types import SimpleNamespace
+
+    from repro.experiments import EXPERIMENTS, celgc
+
+    experiment = EXPERIMENTS.get("celgc-cifar10")
+    rounds = next(c for c in experiment.claims if c.id == "P1-rounds-cifar")
+    planned = experiment.scales["quick"].judging_seeds()
+
+    def runs(count, seeds):
+        return [SimpleNamespace(seed=s, metrics=pd.DataFrame({"comm_rounds": [count]})) for s in seeds]
+
+    later = range(max(planned) + 1, 60)
+    ev = Evidence({"every-step (naive parallel clipping)": runs(320, planned) + runs(320, later),
+                   "CELGC I=4": runs(80, planned) + runs(320, later), "CELGC I=16": runs(20, planned)}, "quick")
+    assert rounds.judge(ev).outcome == claims.REPRODUCED  # 4x and 16x on the planned seeds
+    assert celgc.judge_rounds(ev).outcome == claims.NOT_REPRODUCED  # the bare rule counts every seed: I=4 is off

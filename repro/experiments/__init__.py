@@ -15,7 +15,7 @@ the chosen cells.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -142,6 +142,21 @@ def register(experiment: Experiment) -> Experiment:
         if spec.grids() and spec.choose is None:
             raise ValueError(f"{experiment.name} {scale}: a scale with tuned grids needs `choose`")
     return EXPERIMENTS.register(experiment.name, experiment)
+
+
+def on_planned_seeds(experiment: Experiment) -> Experiment:
+    """``experiment`` with every claim judging only the runs of its scale's planned seeds (the selection seeds of a
+    scale with grids, and the judging seeds): a run on another seed -- a pilot's, or one from `repro reproduce
+    --seeds 60` -- never enters a verdict. For judges written without a scale's plan at hand."""
+    def planned(judge: Callable[[Evidence], Verdict]) -> Callable[[Evidence], Verdict]:
+        def judge_planned(ev: Evidence) -> Verdict:
+            spec = experiment.scales.get(ev.scale)
+            if spec is None:  # evidence of no scale (a judge called directly): as given
+                return judge(ev)
+            seeds = spec.judging_seeds() + (list(spec.selection_seeds) if spec.grids() else [])
+            return judge(of_seeds(ev, seeds))
+        return judge_planned
+    return replace(experiment, claims=tuple(replace(c, judge=planned(c.judge)) for c in experiment.claims))
 
 
 def of_seeds(ev: Evidence, seeds: Iterable[int]) -> Evidence:

@@ -24,7 +24,8 @@ from typing import Callable
 
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
-from repro.experiments import Experiment, Scale, Setting, of_seeds, register, selection_incomplete
+from repro.experiments import (Experiment, Scale, Setting, of_seeds, on_planned_seeds, register,
+                               selection_incomplete)
 from repro.claims import seeds_for_margin  # (t_0.975(2n - 2) + z) std sqrt(2 / n) <= distance
 from repro.recipes.adamw import ADAMW_BEST, ADAMW_GRID
 
@@ -323,7 +324,7 @@ DEPTH_WHY = (
     "cost): about 6 hours of the 2-core machine at --jobs 2 at the pace measured on 2026-12-04 (48 hours by the "
     "estimate of the shared machine this was written on), beyond this turn's budget. The paper's scale needs a GPU.")
 
-register(Experiment(
+register(on_planned_seeds(Experiment(  # judge_depth serves both scales: the plan's seeds picked by scale here
     name="adamw-depth",
     paper="P2",
     summary="AdamW vs Adam-l2 without BN on a shallow and a deep ResNet (the paper's best error vs depth)",
@@ -337,7 +338,7 @@ register(Experiment(
                   "reproduced; >= 3 seeds per arm",
                   judge_depth, rule_commit=RULE_COMMIT),),
     figures=("adamw-depth",),
-))
+)))
 
 
 # -- scale-freeness (P2-scale-free) ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
-from repro.experiments import Experiment, Scale, Setting, register
+from repro.experiments import Experiment, Scale, Setting, on_planned_seeds, register
 
 EVERY = "every-step (naive parallel clipping)"
 CLUSTER_SCALE = "emulated-cluster"
@@ -208,7 +208,7 @@ def _cluster_scale(quick: tuple[str, ...], minutes_per_run: float) -> Scale:
     return Scale(_sync_settings((*quick, *CLUSTER), intervals=(16,)), seeds=3, minutes_per_run=minutes_per_run,
                  launcher=CLUSTER_SCALE, why=CLUSTER_WHY)
 
-register(Experiment(
+register(on_planned_seeds(Experiment(
     name="celgc-ptb",
     paper="P1",
     summary="AWD-LSTM-style LM on Penn Treebank: validation loss per epoch, communication rounds and training time "
@@ -251,9 +251,9 @@ register(Experiment(
               rule_commit=RULE_COMMIT),
     ),
     figures=("celgc-lm",),
-))
+)))
 
-register(Experiment(
+register(on_planned_seeds(Experiment(
     name="celgc-cifar10",
     paper="P1",
     summary="ResNet on CIFAR-10: test accuracy per epoch, communication rounds and training time of CELGC "
@@ -297,13 +297,13 @@ register(Experiment(
               rule_commit=RULE_COMMIT),
     ),
     figures=("celgc-cifar",),
-))
+)))
 
 WORKERS = (1, 2, 4)
 # P1-parallel: only the training loss is judged, so 2 evaluation batches per split keep it cheap.
 PARALLEL_QUICK = (*CIFAR_QUICK, "--eval-batches", "2", "--algo", "celgc", "--interval", "16")
 
-register(Experiment(
+register(on_planned_seeds(Experiment(
     name="celgc-workers",
     paper="P1",
     summary="Speed-up of CELGC (I = 16) with the number of workers N: iterations per worker to a common training "
@@ -334,4 +334,4 @@ register(Experiment(
               judge_parallel(WORKERS), rule_commit=RULE_COMMIT),
     ),
     figures=("celgc-speedup",),
-))
+)))
