@@ -20,7 +20,7 @@ from typing import Sequence
 
 from repro import claims
 from repro.claims import Claim, Evidence, Verdict
-from repro.experiments import Experiment, Scale, Setting, register
+from repro.experiments import Experiment, Scale, Setting, on_planned_seeds, register
 from repro.experiments.monna import last_mean
 
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
@@ -190,7 +190,7 @@ def sweep_settings(lrs: tuple[float, ...]) -> tuple[Setting, ...]:
                  for algo, flags in ALGOS.items() for lr in lrs)
 
 
-register(Experiment(
+register(on_planned_seeds(Experiment(
     name="dpsgd-large-lr-cifar10",
     paper="DPSGD-LR",
     summary="DPSGD on a ring against synchronous SGD (every-step all-reduce) over a learning-rate sweep without "
@@ -218,7 +218,7 @@ register(Experiment(
         "every ring seed at chance is >= the smallest with every every-step seed at chance (infinity if none); "
         "else not reproduced; 3 seeds per cell first",
         judge_large_lr, rule_commit=RULE_COMMIT_LARGE),),
-))
+)))
 
 # -- DPSGD-large-lr, second plan: the sweep below 0.4 ----------------------------------------------------------------
 # The first sweep's lowest lr, 0.4, already left every run of both arms at chance (one-worker control at 0.05: 33 % after
@@ -228,7 +228,7 @@ register(Experiment(
 LOW_LRS = (0.05, 0.1, 0.2, 0.3)  # 0.05 = the control's step size; doubling to 0.2, then 0.3 just under 0.4
 RULE_COMMIT_LOW = "6ebc5be03844953193fb108aeae31b1fa8b07933"  # the second plan (its own commit)
 
-register(Experiment(
+register(on_planned_seeds(Experiment(
     name="dpsgd-large-lr-low-cifar10",
     paper="DPSGD-LR",
     summary="DPSGD-large-lr's second plan: the same 8-worker ResNet-20 comparison over learning rates below the first "
@@ -253,4 +253,4 @@ register(Experiment(
         "training, AND the smallest lr with every ring seed at chance is >= the smallest with every every-step seed "
         "at chance (infinity if none); else not reproduced; 3 seeds per cell first",
         large_lr_judge(LOW_LRS), rule_commit=RULE_COMMIT_LOW),),
-))
+)))
