@@ -71,32 +71,38 @@ def test_resume_is_bit_identical(scheme, opts):
     assert float(second.strategy.time) == float(whole.strategy.time)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_resume_on_a_gpu_from_a_checkpoint_read_onto_the_cpu():
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # every device this machine has
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_from_a_checkpoint_read_onto_the_cpu(device):
     """As `repro resume` does: the state goes through torch.save and comes back with map_location="cpu"; the
-    driver puts the server model, the versions and the kept updates back on the clients' device."""
+    driver puts the server model, the versions and the kept updates back on the clients' device and continues
+    exactly (on a GPU the CPU copies would otherwise meet CUDA tensors in the first local work)."""
     import io
 
     from repro.context import RunContext
 
-    def on_gpu():
+    def driver():
         task = TinyTask()
-        task.model.cuda()
-        task.train_x, task.train_y = task.train_x.cuda(), task.train_y.cuda()
+        task.model.to(device)
+        task.train_x, task.train_y = task.train_x.to(device), task.train_y.to(device)
         strategy = federated.make("fedasync", weighting="reweighted").bind(federated.client_times(5, 0.5))
         return FederatedDriver(task, strategy, _shards(5), lambda params: optim.make("sgd", params, lr=0.1),
-                               local_steps=3, batch_size=8, seed=3, context=RunContext.build(0, 1, "cuda", 0))
+                               local_steps=3, batch_size=8, seed=3, context=RunContext.build(0, 1, device, 0))
 
-    whole = on_gpu()
+    whole = driver()
     whole.run_until(3)
-    first = on_gpu()
+    first = driver()
     first.run_until(1.5)
+    state = first.state_dict()
+    assert all(t.device.type == "cpu" for t in state["server"])  # checkpoints hold CPU tensors
     buffer = io.BytesIO()
-    torch.save(first.state_dict(), buffer)
+    torch.save(state, buffer)
     buffer.seek(0)
-    second = on_gpu()
+    second = driver()
     second.load_state_dict(torch.load(buffer, map_location="cpu", weights_only=False))
-    assert all(t.is_cuda for t in second.server)
+    assert all(t.device.type == device for t in second.server)
     second.run_until(3)
     assert second.totals == whole.totals
     assert all(torch.equal(a, b) for a, b in zip(second.server, whole.server))
