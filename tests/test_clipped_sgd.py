@@ -68,3 +68,53 @@ def test_make_rejects_unknown_names_and_bad_values():
         optim.make("sgd", p, clip=1.0)
     with pytest.raises(UsageError, match="lr must be"):
         optim.make("clipped-sgd", p, lr=-1.0)
+
+
+class _NoHostReads(torch.overrides.TorchFunctionMode):
+    """Fails on any read of a tensor's value into Python (on a GPU, each drains the device's queue)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("__float__", "__int__", "__bool__", "__index__", "item", "tolist"):
+            raise AssertionError(f"host read in the step: {func.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 5e-4)])
+def test_step_never_reads_a_tensor_on_the_host_and_matches_the_formula(momentum, weight_decay):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    reference = [p.detach().clone() for p in model.parameters()]
+    opt = optim.make("clipped-sgd", model.parameters(), lr=0.5, clip=0.05, momentum=momentum,
+                     weight_decay=weight_decay)
+    bufs = [torch.zeros_like(p) for p in reference]
+    for i in range(3):
+        x = torch.randn(16, 4)
+        model.zero_grad()
+        model(x).pow(2).mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        with _NoHostReads():
+            opt.step()
+        # the update written out in Python floats
+        norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
+        eta = min(0.5, 0.05 / (norm + 1e-10))
+        for k, (x0, g) in enumerate(zip(reference, grads)):
+            d = g + weight_decay * x0
+            bufs[k] = d if i == 0 or not momentum else momentum * bufs[k] + d
+            reference[k] = x0 - eta * (bufs[k] if momentum else d)
+    for p, r in zip(model.parameters(), reference):
+        torch.testing.assert_close(p.detach(), r)
+    assert opt.pop_metrics() == {"clip_fraction": 1.0}  # clip 0.05 binds on every step here
+
+
+def test_cpu_step_is_bit_for_bit_the_scalar_update():
+    """Runs made before the step size became a device tensor continue identically on a CPU."""
+    torch.manual_seed(1)
+    params = [torch.nn.Parameter(torch.randn(300, 7)), torch.nn.Parameter(torch.randn(11))]
+    expected = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+    for x, p in zip(expected, params):
+        x.add_(p.grad, alpha=-min(1.0, 0.25 / (norm + 1e-10)))
+    optim.make("clipped-sgd", params, lr=1.0, clip=0.25).step()
+    assert all(torch.equal(p.detach(), x) for p, x in zip(params, expected))

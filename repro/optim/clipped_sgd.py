@@ -28,8 +28,14 @@ class ClippedSGD(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = run_closure(closure)
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))) if grads else 0.0
-        clipped = False
+        self._steps += 1
+        if not grads:
+            return loss
+        # The norm, the step size and the clip count stay on the gradients' device: no host read per step, so a
+        # GPU's queue is never drained here (as torch.nn.utils.clip_grad_norm_). Float64, as the Python arithmetic
+        # of min(lr, clip / ||g||) would be; the step size is then rounded once to the parameters' dtype.
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).double()
+        clipped = torch.zeros((), dtype=torch.bool, device=norm.device)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -50,14 +56,15 @@ class ClippedSGD(torch.optim.Optimizer):
             # 1e-10 guards against a zero gradient, as in the authors' code.
             ceiling = group["clip"] / (norm + 1e-10)
             clipped |= ceiling < group["lr"]
-            torch._foreach_add_(params, direction, alpha=-min(group["lr"], ceiling))
-        self._steps += 1
-        self._clipped += int(clipped)
+            step = torch.clamp(ceiling, max=group["lr"]).neg().to(params[0].dtype)
+            # x + d * step in one pass, no temporary; bit for bit the scalar update x.add_(d, alpha=step) on a CPU
+            torch._foreach_addcmul_(params, direction, [step] * len(params))
+        self._clipped = self._clipped + clipped.long()  # a tensor on the device once a step has run
         return loss
 
     # The counts behind clip_fraction travel with the optimizer's state (a checkpoint between two evaluations).
     def state_dict(self):
-        return {**super().state_dict(), "metrics": {"clipped": self._clipped, "steps": self._steps}}
+        return {**super().state_dict(), "metrics": {"clipped": int(self._clipped), "steps": self._steps}}
 
     def load_state_dict(self, state_dict):
         metrics = state_dict.get("metrics", {"clipped": 0, "steps": 0})
@@ -66,7 +73,7 @@ class ClippedSGD(torch.optim.Optimizer):
 
     def pop_metrics(self) -> dict[str, float]:
         """Fraction of steps since the last call whose step size was set by the clipping threshold."""
-        frac = self._clipped / self._steps if self._steps else float("nan")
+        frac = int(self._clipped) / self._steps if self._steps else float("nan")
         self._clipped = self._steps = 0
         return {"clip_fraction": frac}
 
