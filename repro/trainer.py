@@ -13,6 +13,7 @@ evaluating never changes training.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
@@ -105,6 +106,7 @@ class Trainer:
         self.seen = 0.0  # samples drawn by every rank together
         self.train_seconds = 0.0  # training time of the epochs completed (this rank's)
         self.rows = 0  # rows written
+        self.last_row: dict = {}  # the newest row: what run() returns, also when a resume finds nothing left to do
         self._epoch_started = time.perf_counter()  # training time of the open epoch counts from here
         self._last_checkpoint = time.monotonic()
 
@@ -137,7 +139,7 @@ class Trainer:
         run after the current step on every worker: status "interrupted". ``on_epoch_end(trainer, row)`` runs after
         each row is logged (an epoch-end checkpoint). ``on_checkpoint(trainer)`` saves a mid-epoch checkpoint: when
         a stop is agreed mid-epoch, and every ``checkpoint_seconds``."""
-        settings, step, last_row, stop = self.settings, self.step, {}, False
+        settings, step, stop = self.settings, self.step, False
         asks = should_stop is not None or (on_checkpoint is not None and bool(self.checkpoint_seconds))
         check = RequestCheck(lambda: [should_stop is not None and should_stop(), self._checkpoint_due()], 2,
                              self.context)
@@ -181,14 +183,14 @@ class Trainer:
             self.rows += 1
             self.progress.end_epoch(row)
             step.reset_running()
-            last_row = row
+            self.last_row = row
             stop = stop or row["status"] == "diverged"
             if on_epoch_end is not None:
                 on_epoch_end(self, row)
                 self._last_checkpoint = time.monotonic()
             if should_stop is not None and not stop and check.agreed_now()[0]:
                 return {"status": "interrupted", "epochs_done": self.epoch}
-        return last_row
+        return self.last_row
 
     def log_epoch(self, final: bool) -> dict:
         """One metrics row: the loop's counters, then the epoch metrics (every rank takes part)."""
@@ -216,6 +218,7 @@ class Trainer:
             "feed": self.feed.state_dict(),
             "task": _to_cpu(self.task.state_dict()),
             "rng": rng_state(),
+            "last_row": json.loads(json.dumps(self.last_row, default=str)),  # plain values: weights_only loads
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -224,6 +227,7 @@ class Trainer:
         self.step.steps, self.step.grad_evals = int(counts["iteration"]), int(counts["grad_evals"])
         self.seen, self.train_seconds = counts["seen"], counts["train_seconds"]
         self.rows = int(counts.get("rows", self.epoch))
+        self.last_row = dict(state.get("last_row", {}))
         running = state.get("running", {"loss_sum": 0.0, "samples": 0})
         self.step.loss_sum.fill_(running["loss_sum"])
         self.step.samples = int(running["samples"])

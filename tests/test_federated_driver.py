@@ -227,6 +227,25 @@ def test_the_loop_resumes_a_stopped_run_as_if_never_stopped():
     assert second.driver.totals == whole.driver.totals
 
 
+def test_a_resume_after_the_last_row_returns_that_row(tmp_path):
+    """Stopped after the final row's checkpoint, before summary.json: the resume has no interval left and must still
+    return the final row (it returned only the status, and the summary lost every metric)."""
+    from repro.federated.loop import Clients, FederatedLoop
+
+    clients = Clients(clients=4, spread=0.5, local_steps=2, horizon=2, eval_every=1)
+
+    def loop():
+        return FederatedLoop(_driver("fedbuff", _shards(4), {"c": 2}, K=2), TinyTask(), clients, _single())
+
+    first, states = loop(), []
+    final = first.run(on_row=lambda l, stopped: states.append(l.state_dict()))
+    torch.save(states[-1], tmp_path / "last.pt")
+    again = loop()
+    again.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=True))
+    resumed = again.run()
+    assert resumed == json.loads(json.dumps(final, default=str)) and "train_loss" in resumed
+
+
 def _single():
     from repro.context import RunContext
 

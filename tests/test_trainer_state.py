@@ -224,12 +224,26 @@ def test_one_process_resume_is_exact_with_same_batch_pairing(stop_after):
     assert _no_wall(first_rows.rows + rest_rows.rows) == _no_wall(whole_rows.rows)
 
 
+def test_a_resume_from_the_final_checkpoint_returns_the_last_row(tmp_path):
+    """A run stopped after its last epoch's checkpoint but before its summary was written: the resume has no step
+    left to take and must still hand back the final row (it returned {}, and summary.json was written empty)."""
+    first, _ = _trainer(optimizer="adamw", hparams={"lr": 0.01}, epochs=2)
+    states = []
+    final = first.run(on_epoch_end=lambda t, row: states.append(copy.deepcopy(t.state_dict())))
+    assert final["status"] == "done"
+    torch.save(states[-1], tmp_path / "last.pt")
+    rest, rest_rows = _trainer(optimizer="adamw", hparams={"lr": 0.01}, epochs=2)
+    rest.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=True))
+    assert rest.run() == json.loads(json.dumps(final))
+    assert rest_rows.rows == []  # nothing trained or logged again
+
+
 def test_state_dict_holds_every_component():
     trainer, _ = _trainer(optimizer="adamw", hparams={"lr": 0.01}, epochs=2)
     trainer.run()
     state = trainer.state_dict()
     assert set(state) == {"epoch", "counts", "running", "model", "optimizer", "sync", "step_sizes", "callbacks", "feed",
-                          "task", "rng"}
+                          "task", "rng", "last_row"}
     assert state["running"] == {"loss_sum": 0.0, "samples": 0}  # at an epoch end
     assert set(state["counts"]) == {"iteration", "grad_evals", "seen", "train_seconds", "rows"}
     assert state["epoch"] == 2 and state["counts"]["iteration"] == 10 and state["counts"]["seen"] == 80

@@ -14,6 +14,7 @@ test metrics of the server model. A checkpoint after every row holds the clock, 
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -130,6 +131,7 @@ class FederatedLoop:
         self.sink, self.quiet = sink, quiet
         self.rows = 0  # rows written (the initial model's included)
         self.wall = 0.0  # training seconds before this process started (resumed runs)
+        self.last_row: dict = {}  # the newest row: a resume that finds no interval left still returns it
 
     def row(self, status: str = "", at: Fraction | None = None) -> dict:
         """Log the server model at emulated time ``at`` (default: the clock's, i.e. the last aggregation's)."""
@@ -169,7 +171,7 @@ class FederatedLoop:
 
     def run(self, should_stop=None, on_row=None) -> dict:
         """From the current state to the horizon; ``on_row(loop, stopped)`` after each row (a checkpoint)."""
-        last = self.row() if self.rows == 0 else {}
+        last = self.row() if self.rows == 0 else self.last_row
         stopped = False
         for k, until in enumerate(self.clients.checkpoints(), start=1):
             if k < self.rows:
@@ -184,6 +186,7 @@ class FederatedLoop:
             final = k == len(self.clients.checkpoints()) and not stopped
             last = self.row("finished" if final else ("interrupted" if stopped else ""),
                             at=None if stopped else until)
+            self.last_row = last
             if stopped:
                 # Stopped inside interval k: the resumed run finishes it and writes its row again (the checkpoint
                 # counts the rows before this one, so resuming drops this one from metrics.csv).
@@ -196,11 +199,13 @@ class FederatedLoop:
         return {**last, "status": "finished"}
 
     def state_dict(self) -> dict:
-        return {"driver": self.driver.state_dict(), "rows": self.rows, "wall": self.wall}
+        return {"driver": self.driver.state_dict(), "rows": self.rows, "wall": self.wall,
+                "last_row": json.loads(json.dumps(self.last_row, default=str))}  # plain values: weights_only loads
 
     def load_state_dict(self, state: dict) -> None:
         self.driver.load_state_dict(state["driver"])
         self.rows, self.wall = int(state["rows"]), float(state["wall"])
+        self.last_row = dict(state.get("last_row", {}))
 
 
 def run_federated(spec: dict, task, context: RunContext, stop, save_states, shards) -> dict:
