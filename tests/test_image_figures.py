@@ -71,6 +71,7 @@ def test_loss_scale_figure_reports_each_multipliers_best_lambda(tmp_path):
     assert set(table["best_lr"]) == {1e-3}
     best = {(r.optimizer, r.loss_multiplier): r.best_weight_decay for r in table.itertuples()}
     assert best == {("adam-l2", 1.0): 5e-4, ("adam-l2", 10.0): 5e-3, ("adamw", 1.0): 5e-5, ("adamw", 10.0): 5e-5}
+    assert set(table["n"]) == {1} and table["test_error_std"].isna().all()  # each best cell's seeds, drawn as bars
 
 
 def test_histograms_need_stats_and_draw_them(tmp_path):

@@ -230,7 +230,9 @@ def draw_loss_scale(results: Path, out: Path, preset: str | None = None) -> list
         if group["multiplier"].nunique() < 2:
             continue
         optimizers = sorted(group["optimizer"].unique(), key=_order)
-        fig, axes = plt.subplots(1, len(optimizers), figsize=(4.5 * len(optimizers), 3.6), squeeze=False)
+        # one y axis for every panel: an optimizer's spread across c reads against the other's, not self-scaled
+        fig, axes = plt.subplots(1, len(optimizers), figsize=(4.5 * len(optimizers), 3.6), squeeze=False,
+                                 sharey=True)
         summary = []
         for ax, name in zip(axes[0], optimizers):
             cells = group[(group["optimizer"] == name) & ~group["diverged"]]
@@ -239,15 +241,20 @@ def draw_loss_scale(results: Path, out: Path, preset: str | None = None) -> list
             cells = cells[cells["lr"].isin(common)]
             for mult, by_mult in cells.groupby("multiplier"):
                 # best over lr for each lambda: the lambda axis is what moves (or not) with the loss scale
-                curve = by_mult.groupby("weight_decay")["test_error"].min().sort_index()
-                line, = ax.plot(curve.index, curve.values, marker="o", label=f"loss x{mult:g}")
+                best_rows = by_mult.loc[by_mult.groupby("weight_decay")["test_error"].idxmin()].sort_values("weight_decay")
+                # error bars: the seeds' std of each plotted cell; n in the legend
+                line = ax.errorbar(best_rows["weight_decay"], best_rows["test_error"],
+                                   yerr=best_rows["test_error_std"].fillna(0.0), marker="o", capsize=3,
+                                   label=f"loss x{mult:g} (n = {int(best_rows['n'].min())}"
+                                         f"{'' if best_rows['n'].nunique() == 1 else '+'})")[0]
                 best = by_mult.loc[by_mult["test_error"].idxmin()]
                 ax.plot([best["weight_decay"]], [best["test_error"]], marker="*", markersize=14, color=line.get_color())
                 summary.append({"optimizer": name, "loss_multiplier": mult, "best_lr": best["lr"],
-                                "best_weight_decay": best["weight_decay"], "test_error": best["test_error"]})
+                                "best_weight_decay": best["weight_decay"], "test_error": best["test_error"],
+                                "test_error_std": best["test_error_std"], "n": best["n"]})
             ax.set_xscale("symlog", linthresh=1e-5)
             ax.set_xlabel("weight decay lambda (best lr run at every c)")
-            ax.set_ylabel("final test error")
+            ax.set_ylabel("final test error (mean ± std over seeds)")
             ax.set_title(name)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
