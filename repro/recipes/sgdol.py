@@ -15,7 +15,8 @@ TASKS = ("convnet-mnist", "convnet-fashion-mnist")
 BASELINE_LR = 1e-3  # main.py:34: --lr default 1e-3 for SGD / Adam / Adagrad (plain torch.optim, main.py:69-78)
 
 for _scale, _task, _train, _summary in (
-        ("paper", dict(batch_size=100),  # main.py:23: --train-batchsize 100; all 60,000 images (valid_ratio=0, :47)
+        ("paper", dict(batch_size=100,  # main.py:23: --train-batchsize 100; all 60,000 images (valid_ratio=0, :47)
+                       eval_batch_size=100),  # mnist_data_loader.py:60,67: both scoring loaders use that batch size
          dict(epochs=30, machines=1, seed=0),  # main.py:21: --train-epochs 30; main.py:19: --seed 0
          "the authors' MNIST setting: 30 epochs, batch 100"),
         ("quick", dict(batch_size=100, train_subset=6000, test_subset=2000),
