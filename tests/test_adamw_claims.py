@@ -149,3 +149,45 @@ def test_bn_with_both_at_lambda_zero_is_one_computation_and_needs_three_seeds():
     selection[labels["AdamW"][1]] = 0.9  # AdamW prefers lambda > 0: two computations, the planned seeds apply
     verdict = judge(_tuned("adamw-bn", selection, {**judging, labels["AdamW"][1]: 0.8}, claims.MIN_SEEDS))
     assert verdict.outcome == (claims.INCONCLUSIVE if adamw.SEEDS["bn"] > claims.MIN_SEEDS else claims.REPRODUCED)
+
+
+def _paired(adam_l2_shift, adamw_shift=0.0, short=0, first_seed=adamw.PAIRED_FIRST_SEED):
+    """Every setting on its planned seeds: a large seed-to-seed spread shared by the multipliers of a seed, plus a
+    shift at x10 / x100 and a small per-run wobble."""
+    scale = EXPERIMENTS.get("adamw-scale-free-paired").scales["quick"]
+    by_label = {}
+    for setting in scale.settings:
+        optimizer, mult = setting.label.split()[0], setting.label.split()[-1]
+        n = adamw.PAIRED_SEEDS["adamw" if optimizer == "AdamW" else "adam-l2"] - short
+        shift = 0.0 if mult == "x1" else (adamw_shift if optimizer == "AdamW" else adam_l2_shift)
+        accs = [0.40 + 0.03 * ((7 * i) % 5 - 2) + shift + 0.001 * ((i + len(mult)) % 3 - 1) for i in range(n)]
+        by_label[setting.label] = _runs(accs, first_seed=first_seed)
+    return _evidence("adamw-scale-free-paired", "quick", by_label)
+
+
+def test_paired_scale_free_decides_where_the_shared_seed_spread_would_hide_the_change():
+    judge = adamw._judge_scale_free_paired(adamw.PAIRED_SCALE)
+    changed = judge(_paired(adam_l2_shift=0.015))
+    assert changed.outcome == claims.REPRODUCED, changed
+    # the same numbers unpaired: a 1.5-point change under a 4-point seed spread is not outside ±1 point
+    a = [r.metrics["test_acc"].iloc[-1] for r in _paired(0.015).runs["Adam-l2 lambda=0.01 x100"]]
+    b = [r.metrics["test_acc"].iloc[-1] for r in _paired(0.015).runs["Adam-l2 lambda=0.01 x1"]]
+    assert claims.within(a, b, adamw.TOLERANCE)[0] == claims.INCONCLUSIVE
+    unchanged = judge(_paired(adam_l2_shift=0.001))
+    assert unchanged.outcome == claims.NOT_REPRODUCED and "Adam-l2 x10 changed: not reproduced" in unchanged.detail
+    adamw_moves = judge(_paired(adam_l2_shift=0.015, adamw_shift=0.02))
+    assert adamw_moves.outcome == claims.NOT_REPRODUCED
+    borderline = judge(_paired(adam_l2_shift=0.0102))
+    assert borderline.outcome == claims.INCONCLUSIVE and borderline.seeds_to_decide > adamw.PAIRED_SEEDS["adam-l2"]
+
+
+def test_paired_scale_free_waits_for_its_planned_fresh_seeds():
+    judge = adamw._judge_scale_free_paired(adamw.PAIRED_SCALE)
+    early = judge(_paired(adam_l2_shift=0.015, short=1))
+    assert early.outcome == claims.INCONCLUSIVE and "planned seeds" in early.detail
+    old_seeds = judge(_paired(adam_l2_shift=0.015, first_seed=0))  # the first plan's seeds are not this plan's
+    assert old_seeds.outcome == claims.INCONCLUSIVE
+    # sizes from the first plan (its pilot): paired std 0.50 / 1.18 points, Adam-l2's change 1.57 points
+    assert adamw.PAIRED_SEEDS == {"adamw": 5, "adam-l2": 36}
+    scale = adamw.PAIRED_SCALE
+    assert all(min(scale.setting_seeds(s)) == 1000 for s in scale.settings)

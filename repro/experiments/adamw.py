@@ -20,6 +20,7 @@ Design (fixed here before the runs it judges; docs/adamw.md has the reasoning an
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable
 
 from repro import claims
@@ -33,6 +34,7 @@ NAMES = {"adamw": "AdamW", "adam-l2": "Adam-l2"}
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 # Runs from older commits are listed by `repro report` as not counted.
 RULE_COMMIT = "703a383"
+PAIRED_RULE_COMMIT = ""  # P2-scale-free-paired's: set in the commit after the one that fixes it
 SELECTION_SEEDS = (0,)  # where a grid's cells run before one is chosen; the judging seeds are the next ones
 CHANCE = 0.10  # CIFAR-10: what a diverged run scores
 TOLERANCE = 0.01  # 1 point of test accuracy: "the same" (P2-bn, AdamW under a scaled loss) and "changed" (Adam-l2)
@@ -428,5 +430,106 @@ register(Experiment(
                   "point -> not reproduced (unchanged). All four parts reproduced -> reproduced; any part not "
                   "reproduced -> not reproduced; else inconclusive",
                   _judge_scale_free(SCALE_FREE_SCALES), rule_commit=RULE_COMMIT),),
+    figures=("adamw-loss-scale",),
+))
+
+
+# -- scale-freeness paired by seed (P2-scale-free-paired): the second plan ------------------------------------------
+# Fixed after adamw-scale-free's 246 runs (inconclusive: Adam-l2 x100's Welch interval [0.98, 2.08] points grazed
+# the tolerance) and before any run of its own. Every setting shares its seeds (initialization and data order), so
+# the rule pairs (x c - x1) by seed; the seed-to-seed spread, shared across multipliers, then cancels. The first
+# plan is this one's pilot: paired stds of (x c - x1) there, the larger of x10 and x100 per optimizer, and Adam-l2's
+# smaller observed change (x100).
+PAIRED_FIRST_SEED = 1000  # fresh: seeds 0-40 judged the first plan, 900-902 were its pilot
+PAIRED_PILOT_STD = {"adamw": 0.0050, "adam-l2": 0.0118}
+PAIRED_PILOT_CHANGE = 0.0157  # Adam-l2 x100 - x1 there (x10: 0.0207)
+
+
+def paired_seeds(std: float, distance: float, z: float) -> int:
+    """Seeds for a paired 95 % interval to clear ``distance`` with power z: the smallest n >= MIN_SEEDS with
+    (t_0.975(n - 1) + z) std / sqrt(n) <= distance."""
+    n = claims.MIN_SEEDS
+    while (claims._t975(n - 1) + z) * std / math.sqrt(n) > distance:
+        n += 1
+    return n
+
+
+PAIRED_SEEDS = {"adamw": paired_seeds(PAIRED_PILOT_STD["adamw"], TOLERANCE, Z90),  # inside ±1 at a true 0
+                "adam-l2": paired_seeds(PAIRED_PILOT_STD["adam-l2"], PAIRED_PILOT_CHANGE - TOLERANCE, Z80)}
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float]:
+    """95 % interval of the mean of per-seed differences (t with n - 1 degrees of freedom)."""
+    mean, std, n = claims.mean_std(diffs)
+    half = claims._t975(n - 1) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def _judge_scale_free_paired(spec: Scale) -> Callable[[Evidence], Verdict]:
+    settings = {s.label: s for s in spec.settings}
+
+    def judge(ev: Evidence) -> Verdict:
+        parts, measured, details, short, needed = [], [], [], [], []
+        for opt in NAMES:
+            labels = {m: next(label for label in settings if label.startswith(NAMES[opt] + " ")
+                              and label.endswith(f" x{m}")) for m in MULTIPLIERS}
+            seeds = spec.setting_seeds(settings[labels[1]])
+            by_seed = {m: {run.seed: judged_accuracy(run) for run in ev.runs.get(labels[m], []) if run.seed in seeds}
+                       for m in MULTIPLIERS}
+            missing = [f"{labels[m]} {len(by_seed[m])}" for m in MULTIPLIERS if len(by_seed[m]) < len(seeds)]
+            if missing:  # a verdict waits for the planned seeds (no peeking)
+                short.append(", ".join(missing) + f" of {len(seeds)} planned seeds complete")
+                continue
+            for mult in MULTIPLIERS[1:]:
+                diffs = [by_seed[mult][seed] - by_seed[1][seed] for seed in seeds]
+                low, high = paired_interval(diffs)
+                mean, std, n = claims.mean_std(diffs)
+                inside, outside = -TOLERANCE <= low and high <= TOLERANCE, high < -TOLERANCE or low > TOLERANCE
+                if opt == "adamw":  # unchanged: inside ±1 point -> reproduced
+                    outcome = claims.REPRODUCED if inside else claims.NOT_REPRODUCED if outside else claims.INCONCLUSIVE
+                else:  # changed: entirely outside ±1 point -> reproduced, inside -> not reproduced
+                    outcome = claims.REPRODUCED if outside else claims.NOT_REPRODUCED if inside else claims.INCONCLUSIVE
+                if outcome == claims.INCONCLUSIVE:
+                    gap = min(abs(mean - TOLERANCE), abs(mean + TOLERANCE))
+                    needed.append(paired_seeds(std, gap, 0.0) if gap > 0 and std > 0 else None)
+                parts.append(outcome)
+                measured.append(f"{NAMES[opt]} x{mult} - x1 {mean * 100:+.2f} ± {std * 100:.2f} points (n={n} pairs)")
+                details.append(f"{NAMES[opt]} x{mult} {'unchanged' if opt == 'adamw' else 'changed'}: {outcome} "
+                               f"(paired 95% CI [{low * 100:.3g}, {high * 100:.3g}] points, tolerance ±1 points)")
+        if short:
+            return Verdict(claims.INCONCLUSIVE, "; ".join(measured) or "no judging runs yet",
+                           "not judged before the planned seeds: " + "; ".join(short))
+        outcome = claims.combine(parts)
+        seeds = max(needed) if outcome == claims.INCONCLUSIVE and needed and None not in needed else None
+        return Verdict(outcome, "; ".join(measured), " | ".join(details), seeds_to_decide=seeds)
+    return judge
+
+
+PAIRED_SCALE = Scale(
+    tuple(replace(s, seeds=PAIRED_SEEDS["adamw" if s.label.startswith("AdamW ") else "adam-l2"])
+          for s in SCALE_FREE_SCALES["quick"].settings),
+    seeds=max(PAIRED_SEEDS.values()), minutes_per_run=QUICK_MINUTES, first_seed=PAIRED_FIRST_SEED,
+    why=("The six settings of adamw-scale-free's quick scale (ResNet-20 without BN, loss x1, x10, x100; Adam-l2 at "
+         "lambda 1e-2, AdamW at 1e-3) on fresh seeds from 1000, judged by seed-paired intervals. Seeds from that "
+         "experiment as the pilot: paired std of (x c - x1) 0.50 points for AdamW, 1.18 for Adam-l2, whose smaller "
+         f"change was 1.57 points (x100). AdamW: n = {PAIRED_SEEDS['adamw']} puts a paired interval inside ±1 point "
+         f"at a true 0 (90 % z, two boundaries); Adam-l2: n = {PAIRED_SEEDS['adam-l2']} puts the x100 interval above "
+         "1 point at the observed change with 80 % power. Fixed before any of its runs."))
+
+register(Experiment(
+    name="adamw-scale-free-paired",
+    paper="P2",
+    summary="The scale-freeness test again on fresh seeds, judged paired by seed (the first plan's Welch intervals "
+            "ignored that every setting shares its seeds)",
+    scales={"quick": PAIRED_SCALE},
+    claims=(Claim("P2-scale-free-paired", "P2",
+                  "AdamW is scale-free (loss x10 / x100 leaves its result unchanged); Adam-l2 is not",
+                  "Zhuang et al. 2022, Sec. 5 (scale-freeness) and Sec. 6 (loss x10 / x100 experiments)",
+                  "paired-by-seed 95% CI (t, n - 1 df) of (x c - x1) final test accuracy for c = 10 and 100, on the "
+                  "planned fresh seeds. AdamW: inside ±1 point -> that part reproduced, entirely outside -> not "
+                  "reproduced. Adam-l2: entirely outside ±1 point -> reproduced (changed), inside -> not reproduced. "
+                  "All four parts reproduced -> reproduced; any part not reproduced -> not reproduced; else "
+                  "inconclusive; no verdict before every planned seed is complete",
+                  _judge_scale_free_paired(PAIRED_SCALE), rule_commit=PAIRED_RULE_COMMIT),),
     figures=("adamw-loss-scale",),
 ))
