@@ -34,7 +34,7 @@ NAMES = {"adamw": "AdamW", "adam-l2": "Adam-l2"}
 # The commit that fixed these rules and settings (written in the commit after it: a commit cannot name itself).
 # Runs from older commits are listed by `repro report` as not counted.
 RULE_COMMIT = "703a383"
-PAIRED_RULE_COMMIT = ""  # P2-scale-free-paired's: set in the commit after the one that fixes it
+PAIRED_RULE_COMMIT = "887d51a"  # P2-scale-free-paired: the commit that fixed its rule, seeds and settings
 SELECTION_SEEDS = (0,)  # where a grid's cells run before one is chosen; the judging seeds are the next ones
 CHANCE = 0.10  # CIFAR-10: what a diverged run scores
 TOLERANCE = 0.01  # 1 point of test accuracy: "the same" (P2-bn, AdamW under a scaled loss) and "changed" (Adam-l2)
