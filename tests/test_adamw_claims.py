@@ -185,6 +185,7 @@ def test_paired_scale_free_waits_for_its_planned_fresh_seeds():
     judge = adamw._judge_scale_free_paired(adamw.PAIRED_SCALE)
     early = judge(_paired(adam_l2_shift=0.015, short=1))
     assert early.outcome == claims.INCONCLUSIVE and "planned seeds" in early.detail
+    assert early.seeds_to_decide == adamw.PAIRED_SEEDS["adam-l2"]  # the report shows the plan's count meanwhile
     old_seeds = judge(_paired(adam_l2_shift=0.015, first_seed=0))  # the first plan's seeds are not this plan's
     assert old_seeds.outcome == claims.INCONCLUSIVE
     # sizes from the first plan (its pilot): paired std 0.50 / 1.18 points, Adam-l2's change 1.57 points

@@ -497,8 +497,8 @@ def _judge_scale_free_paired(spec: Scale) -> Callable[[Evidence], Verdict]:
                 details.append(f"{NAMES[opt]} x{mult} {'unchanged' if opt == 'adamw' else 'changed'}: {outcome} "
                                f"(paired 95% CI [{low * 100:.3g}, {high * 100:.3g}] points, tolerance ±1 points)")
         if short:
-            return Verdict(claims.INCONCLUSIVE, "; ".join(measured) or "no judging runs yet",
-                           "not judged before the planned seeds: " + "; ".join(short))
+            return Verdict(claims.INCONCLUSIVE, "; ".join(measured) or "waiting for the planned seeds",
+                           "not judged before the planned seeds: " + "; ".join(short), seeds_to_decide=spec.seeds)
         outcome = claims.combine(parts)
         seeds = max(needed) if outcome == claims.INCONCLUSIVE and needed and None not in needed else None
         return Verdict(outcome, "; ".join(measured), " | ".join(details), seeds_to_decide=seeds)
