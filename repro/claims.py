@@ -129,6 +129,13 @@ def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
     return delta - half, delta + half, df
 
 
+def paired_interval(diffs: Sequence[float]) -> tuple[float, float]:
+    """95 % confidence interval (low, high) of the mean of per-seed differences (t, n - 1 degrees of freedom)."""
+    mean, std, n = mean_std(diffs)
+    half = _t975(n - 1) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
 class Unit(NamedTuple):
     """How an interval is printed: values times ``scale``, then ``name`` (accuracy as a fraction -> points)."""
     scale: float = 1.0
@@ -251,6 +258,15 @@ def seeds_for_margin(std: float, margin: float, power_quantile: float = POWER_80
     return n
 
 
+def seeds_for_paired(std: float, distance: float, power_quantile: float = POWER_80) -> int:
+    """Seeds for a paired interval to clear ``distance`` from its true mean: the smallest n >= MIN_SEEDS with
+    (t_0.975(n - 1) + z) std / sqrt(n) <= distance (z = 0: at the observed effect, no power margin)."""
+    n = MIN_SEEDS
+    while (_t975(n - 1) + power_quantile) * std / math.sqrt(n) > distance:
+        n += 1
+    return n
+
+
 def seeds_for_effect(std_a: float, std_b: float, effect: float, power_quantile: float = POWER_80) -> int:
     """Judging seeds per arm for a 'better' rule (Welch 95 % CI of the difference above 0) to come out
     "reproduced" with 80 % power when the true difference is ``effect`` > 0 and the arms' seed stds are ``std_a``
@@ -365,14 +381,19 @@ def within(a: Sequence[float], b: Sequence[float], tolerance: float, unit: Unit 
         return INCONCLUSIVE, short
     low, high, df = welch_interval(a, b)
     text = _interval("difference", low, high, df, unit) + f", tolerance ±{tolerance * unit.scale:.4g}{unit.name}"
-    if -tolerance <= low and high <= tolerance:
-        outcome = REPRODUCED
-    elif high < -tolerance or low > tolerance:
-        outcome = NOT_REPRODUCED
-    else:
-        outcome = INCONCLUSIVE
+    outcome = against_tolerance(low, high, tolerance)
     _note(a, b, (-tolerance, tolerance), 1.0, outcome)
     return outcome, text
+
+
+def against_tolerance(low: float, high: float, tolerance: float) -> str:
+    """An interval inside ±tolerance -> reproduced ("the same"), entirely outside -> not reproduced, else
+    inconclusive."""
+    if -tolerance <= low and high <= tolerance:
+        return REPRODUCED
+    if high < -tolerance or low > tolerance:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
 
 
 def at_least(a: Sequence[float], b: Sequence[float], margin: float, higher_is_better: bool,

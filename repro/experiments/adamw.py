@@ -445,24 +445,8 @@ PAIRED_PILOT_STD = {"adamw": 0.0050, "adam-l2": 0.0118}
 PAIRED_PILOT_CHANGE = 0.0157  # Adam-l2 x100 - x1 there (x10: 0.0207)
 
 
-def paired_seeds(std: float, distance: float, z: float) -> int:
-    """Seeds for a paired 95 % interval to clear ``distance`` with power z: the smallest n >= MIN_SEEDS with
-    (t_0.975(n - 1) + z) std / sqrt(n) <= distance."""
-    n = claims.MIN_SEEDS
-    while (claims._t975(n - 1) + z) * std / math.sqrt(n) > distance:
-        n += 1
-    return n
-
-
-PAIRED_SEEDS = {"adamw": paired_seeds(PAIRED_PILOT_STD["adamw"], TOLERANCE, Z90),  # inside ±1 at a true 0
-                "adam-l2": paired_seeds(PAIRED_PILOT_STD["adam-l2"], PAIRED_PILOT_CHANGE - TOLERANCE, Z80)}
-
-
-def paired_interval(diffs: list[float]) -> tuple[float, float]:
-    """95 % interval of the mean of per-seed differences (t with n - 1 degrees of freedom)."""
-    mean, std, n = claims.mean_std(diffs)
-    half = claims._t975(n - 1) * std / math.sqrt(n)
-    return mean - half, mean + half
+PAIRED_SEEDS = {"adamw": claims.seeds_for_paired(PAIRED_PILOT_STD["adamw"], TOLERANCE, Z90),  # inside ±1 at 0
+                "adam-l2": claims.seeds_for_paired(PAIRED_PILOT_STD["adam-l2"], PAIRED_PILOT_CHANGE - TOLERANCE, Z80)}
 
 
 def _judge_scale_free_paired(spec: Scale) -> Callable[[Evidence], Verdict]:
@@ -482,16 +466,15 @@ def _judge_scale_free_paired(spec: Scale) -> Callable[[Evidence], Verdict]:
                 continue
             for mult in MULTIPLIERS[1:]:
                 diffs = [by_seed[mult][seed] - by_seed[1][seed] for seed in seeds]
-                low, high = paired_interval(diffs)
+                low, high = claims.paired_interval(diffs)
                 mean, std, n = claims.mean_std(diffs)
-                inside, outside = -TOLERANCE <= low and high <= TOLERANCE, high < -TOLERANCE or low > TOLERANCE
-                if opt == "adamw":  # unchanged: inside ±1 point -> reproduced
-                    outcome = claims.REPRODUCED if inside else claims.NOT_REPRODUCED if outside else claims.INCONCLUSIVE
-                else:  # changed: entirely outside ±1 point -> reproduced, inside -> not reproduced
-                    outcome = claims.REPRODUCED if outside else claims.NOT_REPRODUCED if inside else claims.INCONCLUSIVE
+                outcome = claims.against_tolerance(low, high, TOLERANCE)
+                if opt == "adam-l2":  # changed: entirely outside ±1 point -> reproduced, inside -> not reproduced
+                    outcome = {claims.REPRODUCED: claims.NOT_REPRODUCED,
+                               claims.NOT_REPRODUCED: claims.REPRODUCED}.get(outcome, claims.INCONCLUSIVE)
                 if outcome == claims.INCONCLUSIVE:
                     gap = min(abs(mean - TOLERANCE), abs(mean + TOLERANCE))
-                    needed.append(paired_seeds(std, gap, 0.0) if gap > 0 and std > 0 else None)
+                    needed.append(claims.seeds_for_paired(std, gap, 0.0) if gap > 0 and std > 0 else None)
                 parts.append(outcome)
                 measured.append(f"{NAMES[opt]} x{mult} - x1 {mean * 100:+.2f} ± {std * 100:.2f} points (n={n} pairs)")
                 details.append(f"{NAMES[opt]} x{mult} {'unchanged' if opt == 'adamw' else 'changed'}: {outcome} "
