@@ -89,8 +89,9 @@ class SGDOL(torch.optim.Optimizer):
         # ||g||^2 is computed as <g, g> by the same code as <g, g'>, so g == g' gives exactly eta = 1/M.
         inner = torch.stack([torch.sum(a * b, dtype=torch.float64) for a, b in zip(first, second)]).sum()
         square = torch.stack([torch.sum(a * a, dtype=torch.float64) for a in first]).sum()
-        head["sum_inner_products"] += float(inner)
-        head["sum_sq_norms"] += float(square)
+        inner, square = torch.stack([inner, square]).tolist()  # the step's one device-to-host read: eta is a number
+        head["sum_inner_products"] += inner
+        head["sum_sq_norms"] += square
         eta_next = min(max(head["sum_inner_products"] / (m * head["sum_sq_norms"]), 0.0), 2.0 / m)
         for group in self.param_groups:
             group["lr"] = eta_next
@@ -98,7 +99,7 @@ class SGDOL(torch.optim.Optimizer):
     def _step_per_coordinate(self, params, first, second) -> None:
         head = self.param_groups[0]
         m, alpha = head["smoothness"], head["alpha"]
-        total, count = 0.0, 0
+        sums, count = [], 0
         for p, g, g2 in zip(params, first, second):
             state = self.state[p]
             if not state:
@@ -110,8 +111,9 @@ class SGDOL(torch.optim.Optimizer):
             state["sum_sq_norms"].addcmul_(g, g)
             torch.div(state["sum_inner_products"], state["sum_sq_norms"], out=state["eta"])
             state["eta"].div_(m).clamp_(0.0, 2.0 / m)
-            total += float(state["eta"].sum(dtype=torch.float64))
+            sums.append(state["eta"].sum(dtype=torch.float64))
             count += p.numel()
+        total = float(torch.stack(sums).sum()) if sums else 0.0  # one host read per step, for the logged mean
         for group in self.param_groups:
             group["lr"] = total / max(count, 1)
 
