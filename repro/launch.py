@@ -21,6 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from repro.cores import usable_cores
 from repro.errors import WorkersFailed  # noqa: F401 - raised here, caught by the CLI (which imports no torch)
 from repro.worker import worker_main
 
@@ -57,7 +58,7 @@ def _quiet_launcher_logs() -> None:
 
 
 def _threads(machines: int) -> str:
-    budget = int(os.environ.get("REPRO_THREADS") or os.cpu_count() or 1)  # a sweep cell's share of the cores
+    budget = int(os.environ.get("REPRO_THREADS") or usable_cores())  # a sweep cell's share of the cores
     return os.environ.get("OMP_NUM_THREADS") or str(max(1, budget // machines))
 
 

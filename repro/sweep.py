@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro.components import key_value_flags
+from repro.cores import usable_cores
 from repro.errors import UsageError
 
 QUIET = ("--run-opt", "quiet=true")  # a cell's `repro run` prints no progress bar or epoch lines
@@ -82,7 +83,7 @@ def device_groups(jobs: int, gpus: list[int]) -> list[dict[str, str]]:
         if any(not g for g in groups):
             raise UsageError(f"--jobs {jobs} needs at least {jobs} GPUs, {len(gpus)} given: lower --jobs")
         return [{"CUDA_VISIBLE_DEVICES": ",".join(map(str, g))} for g in groups]
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(max(1, usable_cores() // jobs))
     return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "REPRO_THREADS": threads}] * jobs
 
 

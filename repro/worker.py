@@ -14,6 +14,7 @@ from repro import allocator, byzantine, checkpoint, optim, partition, schedules,
 from repro.callbacks import GradientUpdateStats, from_settings
 from repro.config import TrainSettings
 from repro.context import RunContext, assign_roles
+from repro.cores import usable_cores
 from repro.progress import NullProgress, RichProgress
 from repro.runlog import MetricsCSV, write_json
 from repro.task import TASKS
@@ -35,7 +36,7 @@ def setup_process() -> tuple[int, int, torch.device]:
     else:
         device = torch.device("cpu")
         # REPRO_THREADS: this node's core budget (a sweep of K cells gives each cores / K), shared by its workers.
-        budget = int(os.environ.get("REPRO_THREADS") or os.cpu_count() or 1)
+        budget = int(os.environ.get("REPRO_THREADS") or usable_cores())
         torch.set_num_threads(max(1, budget // local_world))
         backend = "gloo"
     if world > 1 and not dist.is_initialized():  # joined under torchrun/srun, the CLI has set it up already
