@@ -48,10 +48,9 @@ def test_a_job_slot_gets_the_cores_the_process_may_use_not_the_machines():
     # Slurm's cpuset, taskset or a container confine a process to fewer cores than os.cpu_count() reports; the
     # child confines itself to one core, as taskset -c would.
     probe = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-             "from repro.sweep import device_groups; print(device_groups(1, [])[0]['REPRO_THREADS'], os.cpu_count())")
+             "from repro.sweep import device_groups; print(device_groups(1, [])[0]['REPRO_THREADS'])")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    threads, machine_cores = out.stdout.split()
-    assert threads == "1" and int(machine_cores) >= 1
+    assert out.stdout.strip() == "1"
 
 
 @pytest.mark.slow
