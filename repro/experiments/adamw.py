@@ -317,14 +317,15 @@ def judge_depth(ev: Evidence) -> Verdict:
 
 
 DEPTH_WHY = (
-    "Not decidable at laptop scale. ResNet-20 and ResNet-56 without BN, each optimizer at the authors' best (lr, "
-    "lambda) for that network, in the quick setting. The 12 runs of the earlier quick setting (8,000 / 2,000 "
+    "ResNet-20 and ResNet-56 without BN, each optimizer at the authors' best (lr, lambda) for that network, in the "
+    "quick setting; 45 seeds per arm, fixed before the runs. The 12 runs of the earlier quick setting (8,000 / 2,000 "
     "images, 10 epochs, constant lr, 3 seeds; made before this rule, not counted) gave a growth of the gap of +1.19 "
     "points (final epoch; +0.30 with the mean of the last three epochs) against seed stds up to 3.6 points at "
     "ResNet-56, which also sat at 25 % accuracy (under-fitted): the interval would exclude 0 only at about 45 seeds "
     "per arm (final epoch; about 450 with the last-three mean), 180 runs of which 90 of ResNet-56 (3x ResNet-20's "
-    "cost): about 6 hours of the 2-core machine at --jobs 2 at the pace measured on 2026-12-04 (48 hours by the "
-    "estimate of the shared machine this was written on), beyond this turn's budget. The paper's scale needs a GPU.")
+    "cost), about 6 hours of the 2-core machine at --jobs 2. All 180 ran (2026-12-04/05); no seeds are added after "
+    "seeing the outcome, so where the observed spread needs more seeds than 45 this scale cannot decide the claim. "
+    "The paper's scale needs a GPU.")
 
 register(on_planned_seeds(Experiment(  # judge_depth serves both scales: the plan's seeds picked by scale here
     name="adamw-depth",
